@@ -1,0 +1,74 @@
+"""Shared CLI plumbing: the context object, output helpers and error-to-exit-code mapping."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
+
+import click
+import msgspec
+
+from keystone_edge.errors import KeyStoneError, NotFound, RecipeError, TransportError
+
+__all__ = ["EXIT_FAILED", "CliContext", "exit_code_for", "fail", "output_option", "print_json"]
+
+F = TypeVar("F")
+
+EXIT_FAILED = 1
+EXIT_UNREACHABLE = 3
+EXIT_NOT_FOUND = 4
+EXIT_REFUSED = 5
+
+
+@dataclass
+class CliContext:
+    socket_path: str | None
+    output: str  # "table" | "json"
+
+    @property
+    def json(self) -> bool:
+        return self.output == "json"
+
+
+def print_json(value: Any) -> None:
+    """Print any msgspec-encodable value as indented JSON on stdout."""
+    click.echo(msgspec.json.format(msgspec.json.encode(value, enc_hook=str), indent=2))
+
+
+def exit_code_for(exc: KeyStoneError) -> int:
+    if isinstance(exc, TransportError):
+        return EXIT_UNREACHABLE
+    if isinstance(exc, NotFound):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, RecipeError) or exc.code in {"deployment_failed", "component_failed"}:
+        return EXIT_FAILED
+    if exc.code.startswith(("bad_request", "conflict")) or exc.code.endswith("_invalid"):
+        return EXIT_REFUSED
+    return EXIT_FAILED
+
+
+def fail(exc: KeyStoneError) -> NoReturn:
+    """Print the error (and its hint) the way a user should read it, then exit."""
+    click.secho(f"error: {exc}", fg="red", err=True)
+    if exc.hint:
+        click.echo(f"hint: {exc.hint}", err=True)
+    sys.exit(exit_code_for(exc))
+
+
+def output_option(func: F) -> F:
+    """``-o/--output table|json`` on a subcommand; overrides the global option when given."""
+
+    def store(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            ctx.ensure_object(CliContext).output = value
+
+    return click.option(  # type: ignore[type-var]
+        "-o",
+        "--output",
+        type=click.Choice(["table", "json"]),
+        default=None,
+        expose_value=False,
+        callback=store,
+        help="Output format (default: table).",
+    )(func)
