@@ -48,10 +48,12 @@ def cli(ctx: click.Context, socket_path: str | None, output: str) -> None:
 
 
 def _register() -> None:
-    from keystone_edge.cli import component, deploy, events, recipe
+    from keystone_edge.cli import component, deploy, deployments, events, recipe
 
     cli.add_command(recipe.recipe)
     cli.add_command(deploy.deploy)
+    for command in deployments.COMMANDS:
+        deploy.deploy.add_command(command)
     cli.add_command(component.component)
     cli.add_command(events.events)
 
