@@ -30,6 +30,8 @@ class ComponentRecord(msgspec.Struct, kw_only=True):
     run: bool  # desired to be running (False after `component stop`)
     state: str  # lifecycle state name
     config: dict[str, Any] = msgspec.field(default_factory=dict)  # effective config
+    # The deployment-level overrides that produced ``config`` (kept for later deployments).
+    overrides: dict[str, Any] = msgspec.field(default_factory=dict)
     pid: int | None = None
     restarts: int = 0
     last_exit_code: int | None = None

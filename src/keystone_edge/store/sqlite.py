@@ -47,6 +47,7 @@ MIGRATIONS: tuple[str, ...] = (
         run             INTEGER NOT NULL DEFAULT 1,
         state           TEXT NOT NULL DEFAULT 'NONE',
         config          TEXT NOT NULL DEFAULT '{}',
+        overrides       TEXT NOT NULL DEFAULT '{}',
         pid             INTEGER,
         restarts        INTEGER NOT NULL DEFAULT 0,
         last_exit_code  INTEGER,
@@ -102,7 +103,7 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 _COMPONENT_COLUMNS = (
-    "name, desired_version, version, run, state, config, pid, restarts, last_exit_code, "
+    "name, desired_version, version, run, state, config, overrides, pid, restarts, last_exit_code, "
     "last_signal, reason, deployment_id, updated_at"
 )
 _DEPLOYMENT_COLUMNS = (
@@ -195,8 +196,9 @@ class StateStore:
 
     def upsert_component(self, name: str, **fields: Any) -> None:
         """Create the component row if needed and set the given columns."""
-        if "config" in fields:
-            fields["config"] = _json_encode(fields["config"]).decode()
+        for key in ("config", "overrides"):
+            if key in fields:
+                fields[key] = _json_encode(fields[key]).decode()
         if "run" in fields:
             fields["run"] = int(bool(fields["run"]))
         fields["updated_at"] = time.time()
@@ -443,13 +445,14 @@ def _component(row: tuple[Any, ...]) -> ComponentRecord:
         run=bool(row[3]),
         state=row[4],
         config=_json_decode(row[5]),
-        pid=row[6],
-        restarts=row[7],
-        last_exit_code=row[8],
-        last_signal=row[9],
-        reason=row[10],
-        deployment_id=row[11],
-        updated_at=row[12],
+        overrides=_json_decode(row[6]),
+        pid=row[7],
+        restarts=row[8],
+        last_exit_code=row[9],
+        last_signal=row[10],
+        reason=row[11],
+        deployment_id=row[12],
+        updated_at=row[13],
     )
 
 

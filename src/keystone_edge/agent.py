@@ -1,0 +1,475 @@
+"""``keystone-agent``: wires the parts together and runs them until told to stop.
+
+Data flows one way (design.md): API -> deployment engine -> supervisor -> runner, with the
+state store beside the engine; events flow back out through the bus, which the store
+subscribes to (every lifecycle transition is persisted before anyone else sees it).
+
+Start-up: open the store; stop processes a previous agent left behind (its components'
+process groups, recognised by their ``KEYSTONE_COMPONENT`` environment, not by trusting a
+stale pid); roll back any deployment a crash interrupted; re-adopt the desired state
+(start every component that should run, dependencies first and ready before their
+dependents); serve the API; tell systemd ``READY=1``.
+
+Stop (SIGTERM/SIGINT): ``STOPPING=1``, stop serving, interrupt a running deployment (it is
+rolled back on the next start), then stop every component in reverse dependency order
+(shutdown script, SIGTERM, SIGKILL after the grace period).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import graphlib
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from keystone_edge import __version__
+from keystone_edge.api.control import ComponentAction, ComponentDetail, DeploymentRequest
+from keystone_edge.config import AgentConfig, load_agent_config
+from keystone_edge.errors import KeyStoneError, NotFound, RequestError
+from keystone_edge.layout import Layout, default_root
+from keystone_edge.observe.events import Event, EventBus, EventStream
+from keystone_edge.observe.systemd import notify
+from keystone_edge.recipe.model import Recipe
+from keystone_edge.store import ComponentRecord, DeploymentRecord, StateStore
+
+if TYPE_CHECKING:
+    from keystone_edge.artifacts import ArtifactCache
+    from keystone_edge.deploy.engine import DeploymentEngine
+    from keystone_edge.supervise import RunPlan, Supervisor
+
+__all__ = ["Agent", "main"]
+
+log = logging.getLogger("keystone_edge.agent")
+
+_LIVE = frozenset({"STARTING", "RUNNING", "DEGRADED"})
+
+
+class Agent:
+    """The running agent: implements the API's ``AgentControl`` and the engine's
+    ``ComponentRuntime`` on top of the store, the supervisor and the artifact cache."""
+
+    def __init__(self, layout: Layout, config: AgentConfig) -> None:
+        self.layout = layout
+        self.config = config
+        self.started = time.monotonic()
+        self.stopping = asyncio.Event()
+        self._store: StateStore | None = None
+        self._events: EventBus | None = None
+        self._supervisor: Supervisor | None = None
+        self._engine: DeploymentEngine | None = None
+        self._cache: ArtifactCache | None = None
+
+    # -- wiring -----------------------------------------------------------------------
+
+    @property
+    def store(self) -> StateStore:
+        assert self._store is not None, "the agent is not running"
+        return self._store
+
+    @property
+    def events(self) -> EventBus:
+        assert self._events is not None, "the agent is not running"
+        return self._events
+
+    @property
+    def supervisor(self) -> Supervisor:
+        assert self._supervisor is not None, "the agent is not running"
+        return self._supervisor
+
+    @property
+    def engine(self) -> DeploymentEngine:
+        assert self._engine is not None, "the agent is not running"
+        return self._engine
+
+    @property
+    def socket_path(self) -> Path:
+        configured = self.config.api.socket
+        return Path(configured) if configured else self.layout.socket
+
+    async def run(self) -> None:
+        from keystone_edge.api.server import serve
+        from keystone_edge.artifacts import ArtifactCache, LocalFetcher
+        from keystone_edge.deploy.engine import DeploymentEngine
+        from keystone_edge.runners.process import ProcessRunner
+        from keystone_edge.supervise import Supervisor
+
+        self.layout.create()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._request_stop, signum)
+        self._store = store = StateStore(self.layout.state_db)
+        self._events = events = EventBus(first_id=store.last_event_id() + 1)
+        events.subscribe(self._persist)
+        self._cache = ArtifactCache(self.layout.artifacts, [LocalFetcher()])
+        try:
+            async with Supervisor(
+                events=events,
+                runner=ProcessRunner(),
+                log_dir=self.layout.logs,
+                log_max_bytes=int(self.config.logs.max_bytes),
+                log_backups=self.config.logs.backups,
+            ) as supervisor:
+                self._supervisor = supervisor
+                self._engine = engine = DeploymentEngine(
+                    store=store,
+                    events=events,
+                    layout=self.layout,
+                    runtime=self,
+                    effective_config=self._effective_config,
+                    default_timeout=float(self.config.deployments.default_timeout),
+                )
+                await self._stop_leftovers()
+                await engine.recover()
+                await self._adopt()
+                engine.requeue_pending()
+                async with asyncio.TaskGroup() as group:
+                    worker = group.create_task(engine.run(), name="deployment-worker")
+                    group.create_task(
+                        serve(
+                            self,
+                            self.socket_path,
+                            mode=int(self.config.api.socket_mode, 8),
+                            group=self.config.api.socket_group,
+                            shutdown=self.stopping,
+                        ),
+                        name="api",
+                    )
+                    log.info(
+                        "agent %s ready: root %s, API on %s",
+                        __version__,
+                        self.layout.root,
+                        self.socket_path,
+                    )
+                    notify("READY=1")
+                    events.publish("agent.ready", version=__version__)
+                    await self.stopping.wait()
+                    notify("STOPPING=1")
+                    log.info("stopping: components stop in reverse dependency order")
+                    worker.cancel()
+                await supervisor.stop_all(self._stop_order())
+        finally:
+            store.close()
+            log.info("agent stopped")
+
+    def _request_stop(self, signum: int) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        self.stopping.set()
+
+    def _persist(self, event: Event) -> None:
+        """Bus subscriber: every event, and every lifecycle transition, into the store."""
+        store = self.store
+        with store.transaction():
+            if event.type == "component.state":
+                p = event.payload
+                fields: dict[str, Any] = {"pid": p.get("pid"), "restarts": p.get("restarts", 0)}
+                if p.get("exit_code") is not None or p.get("signal") is not None:
+                    fields["last_exit_code"] = p.get("exit_code")
+                    fields["last_signal"] = p.get("signal")
+                store.record_transition(
+                    p["component"], p["from_state"], p["to_state"], p.get("reason", ""), **fields
+                )
+            store.append_event(event)
+
+    # -- start-up ---------------------------------------------------------------------
+
+    async def _stop_leftovers(self) -> None:
+        """Stop component processes a previous agent instance left running.
+
+        A pid in the store may have been reused by an unrelated process, so a process
+        is only stopped when its environment says it is that component of this root.
+        """
+        import psutil
+
+        for record in self.store.components():
+            if record.pid is None:
+                continue
+            try:
+                proc = psutil.Process(record.pid)
+                env = proc.environ()
+            except (psutil.Error, OSError):
+                continue
+            if env.get("KEYSTONE_COMPONENT") != record.name or env.get("KEYSTONE_ROOT") != str(
+                self.layout.root
+            ):
+                continue
+            log.warning(
+                "stopping %s left over from a previous agent (pid %d)", record.name, record.pid
+            )
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(record.pid, signal.SIGTERM)
+            with contextlib.suppress(psutil.Error):
+                proc.wait(timeout=5)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(record.pid, signal.SIGKILL)
+
+    async def _adopt(self) -> None:
+        """Start every component the desired state says should run, in dependency order."""
+        wanted: dict[str, tuple[Recipe, ComponentRecord]] = {}
+        for record in self.store.components():
+            if not record.run or record.version is None:
+                continue
+            try:
+                wanted[record.name] = (self.engine.load_recipe(record.name, record.version), record)
+            except KeyStoneError as exc:
+                log.error("cannot adopt %s: %s", record.name, exc)  # noqa: TRY400
+        failed: set[str] = set()
+        for layer in _layers({n: r for n, (r, _) in wanted.items()}):
+            started = []
+            for name in layer:
+                recipe, record = wanted[name]
+                blocked = [
+                    d.name for d in recipe.dependencies if d.type == "hard" and d.name in failed
+                ]
+                if blocked:
+                    log.error("not starting %s: dependency %s is not ready", name, blocked[0])
+                    failed.add(name)
+                    continue
+                try:
+                    await self.start(recipe, record.config)
+                    started.append(name)
+                except KeyStoneError as exc:
+                    log.error("cannot start %s: %s", name, exc)  # noqa: TRY400
+                    failed.add(name)
+            for name in started:
+                try:
+                    await self.wait_ready(name, None)
+                except KeyStoneError as exc:
+                    log.error("%s did not become ready: %s", name, exc)  # noqa: TRY400
+                    failed.add(name)
+
+    def _stop_order(self) -> list[str]:
+        recipes: dict[str, Recipe] = {}
+        for record in self.store.components():
+            if record.version is not None:
+                with contextlib.suppress(KeyStoneError):
+                    recipes[record.name] = self.engine.load_recipe(record.name, record.version)
+        order = [n for layer in _layers(recipes) for n in layer]
+        others = sorted(s.name for s in self.supervisor.statuses() if s.name not in order)
+        return [*reversed(order), *others]
+
+    # -- ComponentRuntime (used by the deployment engine) ----------------------------------
+
+    def _effective_config(self, recipe: Recipe, overrides: Mapping[str, Any]) -> dict[str, Any]:
+        from keystone_edge.recipe import effective_config
+
+        return effective_config(
+            recipe,
+            device=self.config.device_config.get(recipe.name),
+            deployment=dict(overrides),
+            source=f"{recipe.name}@{recipe.version}",
+        )
+
+    def _plan(self, recipe: Recipe, config: Mapping[str, Any]) -> RunPlan:
+        from keystone_edge.recipe import RenderContext, render
+        from keystone_edge.supervise import RunPlan
+
+        artifacts = self.layout.component_artifacts(recipe.name, recipe.version)
+        work = self.layout.component_work(recipe.name)
+        work.mkdir(parents=True, exist_ok=True)
+        artifacts.mkdir(parents=True, exist_ok=True)
+        rendered = render(
+            recipe,
+            dict(config),
+            RenderContext(
+                artifacts_path=str(artifacts),
+                work_path=str(work),
+                device_id=self.config.agent.device_id,
+            ),
+        )
+        return RunPlan(
+            name=recipe.name,
+            version=recipe.version,
+            recipe=rendered,
+            # Lifecycle scripts run where the artifacts are (the seed's `./hello`).
+            work_dir=artifacts,
+            env={
+                "KEYSTONE_COMPONENT": recipe.name,
+                "KEYSTONE_COMPONENT_VERSION": recipe.version,
+                "KEYSTONE_ROOT": str(self.layout.root),
+                "KEYSTONE_ARTIFACTS_PATH": str(artifacts),
+                "KEYSTONE_WORK_PATH": str(work),
+                "KEYSTONE_DEVICE_ID": self.config.agent.device_id,
+                "KEYSTONE_SOCKET": str(self.socket_path),
+            },
+        )
+
+    async def fetch(self, recipe: Recipe, search_dirs: list[Path]) -> None:
+        """Fetch and verify the artifacts, then lay them out fresh for this version."""
+        assert self._cache is not None
+        dest = self.layout.component_artifacts(recipe.name, recipe.version)
+        staging = dest.with_name(dest.name + ".new")
+        await asyncio.to_thread(shutil.rmtree, staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        for artifact in recipe.artifacts:
+            cached = await self._cache.ensure(artifact, search_dirs=search_dirs)
+            await self._cache.materialize(cached, artifact, staging)
+        await asyncio.to_thread(shutil.rmtree, dest, ignore_errors=True)
+        staging.rename(dest)
+
+    async def install(self, recipe: Recipe, config: Mapping[str, Any]) -> None:
+        await self.supervisor.install(self._plan(recipe, config))
+
+    async def start(self, recipe: Recipe, config: Mapping[str, Any]) -> None:
+        self.store.upsert_component(recipe.name)
+        await self.supervisor.start(self._plan(recipe, config))
+
+    async def wait_ready(self, name: str, timeout: float | None) -> None:
+        await self.supervisor.wait_ready(name, timeout)
+
+    async def stop(self, name: str, reason: str) -> None:
+        with contextlib.suppress(NotFound):
+            await self.supervisor.stop(name, reason)
+
+    async def forget(self, name: str) -> None:
+        with contextlib.suppress(NotFound):
+            await self.supervisor.remove(name)
+
+    def is_live(self, name: str) -> bool:
+        try:
+            return self.supervisor.status(name).state.name in _LIVE
+        except NotFound:
+            return False
+
+    # -- AgentControl (used by the local API) ---------------------------------------
+
+    async def list_components(self) -> list[ComponentRecord]:
+        return [r for r in self.store.components() if r.desired_version is not None]
+
+    async def get_component(self, name: str) -> ComponentDetail:
+        record = self.store.component(name)
+        ready, uptime, health = False, None, None
+        with contextlib.suppress(NotFound):
+            status = self.supervisor.status(name)
+            ready = status.ready
+            if status.state.name in _LIVE and status.since is not None:
+                uptime = time.monotonic() - status.since
+            health = status.health
+        return ComponentDetail(
+            component=record,
+            ready=ready,
+            uptime=uptime,
+            health=health,
+            transitions=self.store.transitions(name, limit=20),
+        )
+
+    async def component_action(self, name: str, action: ComponentAction) -> ComponentRecord:
+        record = self.store.component(name)
+        if record.version is None:
+            raise RequestError(f"component {name} is not installed", code="conflict")
+        if action == "stop":
+            self.store.upsert_component(name, run=False)
+            await self.stop(name, "stopped by the operator")
+        else:
+            self.store.upsert_component(name, run=True)
+            if action == "restart" and self.is_live(name):
+                await self.supervisor.restart(name, "restarted by the operator")
+            else:
+                recipe = self.engine.load_recipe(name, record.version)
+                if self.is_live(name):
+                    raise RequestError(f"component {name} is already running", code="conflict")
+                await self.start(recipe, record.config)
+        return self.store.component(name)
+
+    def component_log_path(self, name: str) -> Path:
+        self.store.component(name)
+        return self.layout.component_log(name)
+
+    async def submit_deployment(self, request: DeploymentRequest) -> DeploymentRecord:
+        return await self.engine.submit(
+            request.document, request.recipes, artifacts_dir=request.artifacts_dir
+        )
+
+    async def list_deployments(self, limit: int = 100) -> list[DeploymentRecord]:
+        return self.store.deployments(limit)
+
+    async def get_deployment(self, deployment_id: str) -> DeploymentRecord:
+        return self.store.deployment(deployment_id)
+
+    async def cancel_deployment(self, deployment_id: str) -> DeploymentRecord:
+        return await self.engine.cancel(deployment_id)
+
+    def events_since(self, since: int, limit: int = 1000) -> list[Event]:
+        return self.store.events(since=since, limit=limit)
+
+    def event_stream(self) -> EventStream:
+        return self.events.stream()
+
+    def health(self) -> dict[str, Any]:
+        states: dict[str, int] = {}
+        for record in self.store.components():
+            if record.desired_version is not None:
+                states[record.state] = states.get(record.state, 0) + 1
+        return {
+            "status": "stopping" if self.stopping.is_set() else "ok",
+            "version": __version__,
+            "uptime": round(time.monotonic() - self.started, 3),
+            "device_id": self.config.agent.device_id,
+            "components": states,
+        }
+
+
+def _layers(recipes: Mapping[str, Recipe]) -> list[list[str]]:
+    """Topological layers of the given components (edges to components outside ignored)."""
+    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+    for name, recipe in recipes.items():
+        sorter.add(name, *(d.name for d in recipe.dependencies if d.name in recipes))
+    try:
+        sorter.prepare()
+    except graphlib.CycleError:
+        return [sorted(recipes)]
+    layers = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready())
+        layers.append(ready)
+        sorter.done(*ready)
+    return layers
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="keystone-agent", description="Run the KeyStone edge agent in the foreground."
+    )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="state and runtime directory (default: /opt/keystone as root, "
+        "else ~/.local/share/keystone)",
+    )
+    parser.add_argument(
+        "--config", type=Path, default=None, help="agent config (default: ROOT/etc/agent.toml)"
+    )
+    parser.add_argument("--log-level", default=None, help="override [agent] log_level")
+    parser.add_argument("--version", action="version", version=f"keystone-agent {__version__}")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse_args(argv)
+    layout = Layout((args.root or default_root()).expanduser().resolve())
+    try:
+        config = load_agent_config(args.config or layout.config_file)
+    except KeyStoneError as exc:
+        print(f"keystone-agent: {exc}", file=sys.stderr)  # noqa: T201
+        sys.exit(1)
+    logging.basicConfig(
+        level=(args.log_level or config.agent.log_level).upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from keystone_edge.runners.process import install_child_watcher
+
+    install_child_watcher()
+    try:
+        asyncio.run(Agent(layout, config).run())
+    except KeyStoneError as exc:
+        log.error("%s", exc)  # noqa: TRY400
+        sys.exit(1)
