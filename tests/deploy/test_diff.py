@@ -42,7 +42,8 @@ def test_each_kind_of_change() -> None:
     assert changes["conf"].reasons == ("config changed: a",)
     assert changes["up"].reasons == ("1.0.0 -> 2.0.0",)
     assert changes["edited"].reasons == ("recipe changed",)
-    assert changes["new"].installs and changes["up"].installs
+    assert changes["new"].installs
+    assert changes["up"].installs
     assert not changes["conf"].installs
     assert not changes["same"].touches
 
