@@ -289,8 +289,9 @@ class Agent:
             name=recipe.name,
             version=recipe.version,
             recipe=rendered,
+            work_dir=work,
             # Lifecycle scripts run where the artifacts are (the seed's `./hello`).
-            work_dir=artifacts,
+            cwd=artifacts,
             env={
                 "KEYSTONE_COMPONENT": recipe.name,
                 "KEYSTONE_COMPONENT_VERSION": recipe.version,
@@ -352,7 +353,8 @@ class Agent:
             ready = status.ready
             if status.state.name in _LIVE and status.since is not None:
                 uptime = time.monotonic() - status.since
-            health = status.health
+            if status.health is not None:
+                health = {"status": str(status.health)}
         return ComponentDetail(
             component=record,
             ready=ready,

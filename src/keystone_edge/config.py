@@ -86,9 +86,10 @@ class AgentConfig(_Section):
 
 def load_agent_config(path: Path) -> AgentConfig:
     """Read ``agent.toml``; a missing file gives the defaults."""
-    from keystone_edge.documents import load_document
+    from keystone_edge.documents import decode, read_document
     from keystone_edge.errors import AgentConfigError
 
     if not path.exists():
         return AgentConfig()
-    return load_document(path, AgentConfig, error=AgentConfigError)
+    source = read_document(path, AgentConfigError)
+    return decode(source.data, AgentConfig, source, AgentConfigError)

@@ -32,7 +32,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -59,6 +59,9 @@ __all__ = ["ComponentRuntime", "DeploymentEngine"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Stored beside the document (not part of the format): the operator's --artifacts directory.
+_ARTIFACTS_DIR_KEY = "x-keystone-artifacts-dir"
 
 
 @dataclass(frozen=True)
@@ -123,19 +126,16 @@ class DeploymentEngine:
     async def submit(
         self,
         document: Mapping[str, Any],
-        recipes: list[Mapping[str, Any]],
+        recipes: Sequence[Mapping[str, Any]],
         *,
         artifacts_dir: str | None = None,
         source: str = "local",
     ) -> DeploymentRecord:
         """Validate, resolve and queue a deployment; nothing on the device changes yet."""
         from keystone_edge.deploy.resolve import resolve
-        from keystone_edge.documents import convert
         from keystone_edge.recipe import recipe_from_builtins
 
-        doc = convert(
-            dict(document), DeploymentDocument, source="deployment", error=DeploymentError
-        )
+        doc = _decode_document(dict(document), "deployment")
         submitted: list[Recipe] = []
         problems: list[RecipeError] = []
         for index, data in enumerate(recipes):
@@ -159,7 +159,7 @@ class DeploymentEngine:
         stored_document = msgspec.to_builtins(doc, enc_hook=str)
         stored_document.setdefault("deployment", {})["id"] = deployment_id
         if artifacts_dir is not None:
-            stored_document["deployment"]["x-artifacts-dir"] = artifacts_dir
+            stored_document[_ARTIFACTS_DIR_KEY] = artifacts_dir
         record = self._store.insert_deployment(
             deployment_id,
             document=stored_document,
@@ -248,11 +248,10 @@ class DeploymentEngine:
 
     async def _apply(self, deployment_id: str) -> None:
         from keystone_edge.deploy.resolve import resolve
-        from keystone_edge.documents import convert
 
         document = self._store.deployment_document(deployment_id)
-        doc = convert(document, DeploymentDocument, source=deployment_id, error=DeploymentError)
-        artifacts_dir = document.get("deployment", {}).get("x-artifacts-dir")
+        artifacts_dir = document.pop(_ARTIFACTS_DIR_KEY, None)
+        doc = _decode_document(document, deployment_id)
         search_dirs = [Path(artifacts_dir)] if artifacts_dir else []
         timeout = float(doc.deployment.timeout) or self._default_timeout
         self._store.update_deployment(deployment_id, status="running", started_at=time.time())
@@ -329,9 +328,10 @@ class DeploymentEngine:
             await self._step(
                 deployment_id, "fetch", name, lambda: self._runtime.fetch(recipe, search_dirs)
             )
-            await self._step(
-                deployment_id, "install", name, lambda: self._runtime.install(recipe, config)
-            )
+            if recipe.lifecycle.install is not None:
+                await self._step(
+                    deployment_id, "install", name, lambda: self._runtime.install(recipe, config)
+                )
         if change.kind in ("update", "reconfigure") and self._runtime.is_live(name):
             await self._step(
                 deployment_id,
@@ -586,6 +586,12 @@ class DeploymentEngine:
 
 async def _sync(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return func(*args, **kwargs)
+
+
+def _decode_document(data: dict[str, Any], name: str) -> DeploymentDocument:
+    from keystone_edge.documents import Source, decode
+
+    return decode(data, DeploymentDocument, Source(name=name, data=data), DeploymentError)
 
 
 def _digest(recipe: Recipe) -> str:
