@@ -27,7 +27,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -133,16 +133,19 @@ class Agent:
                 engine.requeue_pending()
                 async with asyncio.TaskGroup() as group:
                     worker = group.create_task(engine.run(), name="deployment-worker")
-                    group.create_task(
+                    serving = asyncio.Event()
+                    api = group.create_task(
                         serve(
                             self,
                             self.socket_path,
                             mode=int(self.config.api.socket_mode, 8),
                             group=self.config.api.socket_group,
                             shutdown=self.stopping,
+                            ready=serving,
                         ),
                         name="api",
                     )
+                    await _first(serving.wait(), api)
                     log.info(
                         "agent %s ready: root %s, API on %s",
                         __version__,
@@ -417,6 +420,17 @@ class Agent:
             "device_id": self.config.agent.device_id,
             "components": states,
         }
+
+
+async def _first(event: Coroutine[Any, Any, Any], task: asyncio.Task[None]) -> None:
+    """Wait for ``event``, unless ``task`` ends first (then its error propagates)."""
+    waiter = asyncio.ensure_future(event)
+    try:
+        await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if task.done():
+        task.result()
 
 
 def _layers(recipes: Mapping[str, Recipe]) -> list[list[str]]:

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import httpcore
 import pytest
-from conftest import (
+
+from keystone_edge.store import ComponentRecord
+from tests.e2e.harness import (
     Agent,
     deployment,
     python_argv,
@@ -19,8 +21,6 @@ from conftest import (
     wait_for,
     write_program,
 )
-
-from keystone_edge.store import ComponentRecord
 
 pytestmark = pytest.mark.slow
 
