@@ -126,6 +126,7 @@ class Agent:
                     runtime=self,
                     effective_config=self._effective_config,
                     default_timeout=float(self.config.deployments.default_timeout),
+                    pause_at=os.environ.get("KEYSTONE_TEST_PAUSE_AT"),
                 )
                 await self._stop_leftovers()
                 await engine.recover()
@@ -187,32 +188,33 @@ class Agent:
     async def _stop_leftovers(self) -> None:
         """Stop component processes a previous agent instance left running.
 
-        A pid in the store may have been reused by an unrelated process, so a process
-        is only stopped when its environment says it is that component of this root.
+        A pid in the store may have been reused by an unrelated process, and a process may
+        have started just before the previous agent died, before its pid was recorded; so
+        every process whose environment says it belongs to a component of this root is
+        stopped (with its process group), whatever the store says.
         """
         import psutil
 
-        for record in self.store.components():
-            if record.pid is None:
-                continue
+        root = str(self.layout.root)
+        leftovers: list[psutil.Process] = []
+        for proc in psutil.process_iter():
             try:
-                proc = psutil.Process(record.pid)
                 env = proc.environ()
             except (psutil.Error, OSError):
                 continue
-            if env.get("KEYSTONE_COMPONENT") != record.name or env.get("KEYSTONE_ROOT") != str(
-                self.layout.root
-            ):
-                continue
-            log.warning(
-                "stopping %s left over from a previous agent (pid %d)", record.name, record.pid
-            )
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(record.pid, signal.SIGTERM)
-            with contextlib.suppress(psutil.Error):
-                proc.wait(timeout=5)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(record.pid, signal.SIGKILL)
+            if env.get("KEYSTONE_ROOT") == root and "KEYSTONE_COMPONENT" in env:
+                leftovers.append(proc)
+        if not leftovers:
+            return
+        for proc in leftovers:
+            log.warning("stopping pid %d left over from a previous agent", proc.pid)
+            with contextlib.suppress(ProcessLookupError, PermissionError, psutil.Error):
+                os.killpg(os.getpgid(proc.pid), signal.SIGTERM)
+        _gone, alive = await asyncio.to_thread(psutil.wait_procs, leftovers, 5)
+        for proc in alive:
+            with contextlib.suppress(ProcessLookupError, PermissionError, psutil.Error):
+                os.killpg(os.getpgid(proc.pid), signal.SIGKILL)
+                proc.kill()
 
     async def _adopt(self) -> None:
         """Start every component the desired state says should run, in dependency order."""
@@ -229,6 +231,9 @@ class Agent:
             started = []
             for name in layer:
                 recipe, record = wanted[name]
+                if self.is_live(name):  # restored by a crash recovery just now
+                    started.append(name)
+                    continue
                 blocked = [
                     d.name for d in recipe.dependencies if d.type == "hard" and d.name in failed
                 ]

@@ -42,6 +42,7 @@ import msgspec
 
 from keystone_edge.deploy.diff import Change, Current, Desired, diff
 from keystone_edge.deploy.document import DeploymentDocument
+from keystone_edge.deploy.recovery import decide_recovery
 from keystone_edge.errors import (
     DeploymentError,
     KeyStoneError,
@@ -107,6 +108,7 @@ class DeploymentEngine:
         effective_config: Callable[[Recipe, Mapping[str, Any]], dict[str, Any]],
         default_timeout: float,
         rollback_ready_timeout: float = 120.0,
+        pause_at: str | None = None,
     ) -> None:
         self._store = store
         self._events = events
@@ -115,9 +117,13 @@ class DeploymentEngine:
         self._effective_config = effective_config
         self._default_timeout = default_timeout
         self._rollback_ready_timeout = rollback_ready_timeout
+        # Crash tests only: "before:STEP[:COMPONENT]" or "after:STEP[:COMPONENT]" makes the
+        # engine stop dead at that checkpoint so a test can kill the agent there.
+        self._pause_at = tuple(pause_at.split(":", 2)) if pause_at else None
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._current: tuple[str, asyncio.Task[None]] | None = None
         self._cancel_requested: set[str] = set()
+        self._resume: list[str] = []  # interrupted deployments to apply again, first
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -130,8 +136,14 @@ class DeploymentEngine:
         *,
         artifacts_dir: str | None = None,
         source: str = "local",
+        rollback_of: str | None = None,
     ) -> DeploymentRecord:
-        """Validate, resolve and queue a deployment; nothing on the device changes yet."""
+        """Validate, resolve and queue a deployment; nothing on the device changes yet.
+
+        Anti-rollback: a document whose ``sequence`` is lower than that of the last
+        deployment applied from the same ``source`` is refused, unless it is an explicit
+        rollback (``rollback_of`` names the deployment being rolled back).
+        """
         from keystone_edge.deploy.resolve import resolve
         from keystone_edge.recipe import recipe_from_builtins
 
@@ -147,6 +159,16 @@ class DeploymentEngine:
             raise RecipeError("invalid recipes", problems=problems)
         if artifacts_dir is not None and not Path(artifacts_dir).is_dir():
             raise RequestError(f"artifacts_dir {artifacts_dir!r} is not a directory")
+        sequence = doc.deployment.sequence
+        if sequence is not None and rollback_of is None:
+            applied = self._last_applied_sequence(source)
+            if applied is not None and sequence < applied:
+                raise RequestError(
+                    f"deployment sequence {sequence} is older than the last one applied from "
+                    f"source {source!r} ({applied}); refusing a rollback that was not asked for",
+                    code="stale_deployment",
+                    hint="use `keystonectl deploy rollback` to go back on purpose",
+                )
         # Resolve now so a bad deployment is refused before anything is stored.
         resolve(doc, [*submitted, *self._stored_recipes()], installed=self._installed())
         deployment_id = doc.deployment.id or _new_id()
@@ -172,6 +194,36 @@ class DeploymentEngine:
         self._idle.clear()
         self._queue.put_nowait(deployment_id)
         return record
+
+    async def rollback(self) -> DeploymentRecord:
+        """Redeploy the successful deployment before the last successful one."""
+        succeeded = [d for d in self._store.deployments(limit=1000) if d.status == "succeeded"]
+        if len(succeeded) < 2:
+            raise RequestError(
+                "there is no earlier successful deployment to roll back to", code="conflict"
+            )
+        current, previous = succeeded[0], succeeded[1]
+        document = self._store.deployment_document(previous.id)
+        artifacts_dir = document.pop(_ARTIFACTS_DIR_KEY, None)
+        settings = document.setdefault("deployment", {})
+        settings["id"] = _new_id()
+        settings["description"] = f"rollback of {current.id} to {previous.id}"
+        # Components the current deployment added that the previous one did not have go.
+        settings["remove"] = sorted(
+            (set(current.components) - set(previous.components)) | set(settings.get("remove", []))
+        )
+        return await self.submit(
+            document, [], artifacts_dir=artifacts_dir, source=previous.source,
+            rollback_of=current.id,
+        )  # fmt: skip
+
+    def _last_applied_sequence(self, source: str) -> int | None:
+        sequences = [
+            d.sequence
+            for d in self._store.deployments(limit=10_000)
+            if d.source == source and d.status == "succeeded" and d.sequence is not None
+        ]
+        return max(sequences, default=None)
 
     async def cancel(self, deployment_id: str) -> DeploymentRecord:
         record = self._store.deployment(deployment_id)
@@ -226,23 +278,39 @@ class DeploymentEngine:
                 self._current = None
 
     def requeue_pending(self) -> None:
-        """At start-up: queue again the deployments that were waiting."""
-        for record in self._store.deployments_with_status("queued"):
+        """At start-up: queue again the deployments that were waiting, resumed ones first."""
+        pending = [r.id for r in self._store.deployments_with_status("queued")]
+        for deployment_id in [*self._resume, *(p for p in pending if p not in self._resume)]:
             self._idle.clear()
-            self._queue.put_nowait(record.id)
+            self._queue.put_nowait(deployment_id)
+        self._resume.clear()
 
     async def recover(self) -> list[str]:
-        """At start-up: roll back deployments interrupted by a crash. Returns their ids."""
+        """At start-up: finish, roll back or resume deployments a stopped agent left
+        unfinished (see :mod:`.recovery`). Returns their ids."""
         recovered = []
         for record in self._store.deployments_with_status("running", "rolling_back"):
-            log.warning("deployment %s was interrupted by an agent restart", record.id)
-            error = "interrupted: the agent stopped during the deployment"
-            if record.failure_policy == "rollback":
-                await self._rollback(record.id, error)
-                status = "rolled_back"
+            document = self._store.deployment_document(record.id)
+            document.pop(_ARTIFACTS_DIR_KEY, None)
+            timeout = float(_decode_document(document, record.id).deployment.timeout)
+            action, reason = decide_recovery(
+                record, self._store.steps(record.id), timeout=timeout, now=time.time()
+            )
+            log.warning("deployment %s: %s", record.id, reason)
+            self._events.publish(
+                "deployment.recovered", deployment_id=record.id, action=action, reason=reason
+            )
+            if action == "succeeded":
+                self._finish(record.id, "succeeded", None)
+            elif action == "rollback":
+                self._store.update_deployment(record.id, status="rolling_back", error=reason)
+                await self._rollback(record.id, reason)
+                self._finish(record.id, "rolled_back", reason)
+            elif action == "fail":
+                self._finish(record.id, "failed", reason)
             else:
-                status = "failed"
-            self._finish(record.id, status, error)
+                self._store.update_deployment(record.id, status="queued")
+                self._resume.append(record.id)
             recovered.append(record.id)
         return recovered
 
@@ -254,7 +322,11 @@ class DeploymentEngine:
         doc = _decode_document(document, deployment_id)
         search_dirs = [Path(artifacts_dir)] if artifacts_dir else []
         timeout = float(doc.deployment.timeout) or self._default_timeout
-        self._store.update_deployment(deployment_id, status="running", started_at=time.time())
+        record = self._store.deployment(deployment_id)
+        started_at = record.started_at if record.started_at is not None else time.time()
+        # A resumed deployment keeps the deadline it was given when it first started.
+        timeout = max(0.0, started_at + timeout - time.time())
+        self._store.update_deployment(deployment_id, status="running", started_at=started_at)
         self._events.publish("deployment.started", deployment_id=deployment_id)
         try:
             async with asyncio.timeout(timeout):
@@ -445,6 +517,7 @@ class DeploymentEngine:
         action: Callable[[], Awaitable[T]],
     ) -> T:
         seq = self._store.begin_step(deployment_id, step, component)
+        await self._maybe_pause("before", step, component)
         started = time.monotonic()
         self._events.publish(
             "deployment.step",
@@ -477,7 +550,18 @@ class DeploymentEngine:
             status="done",
             duration=time.monotonic() - started,
         )
+        await self._maybe_pause("after", step, component)
         return result
+
+    async def _maybe_pause(self, when: str, step: str, component: str | None) -> None:
+        hook = self._pause_at
+        if hook is None or hook[:2] != (when, step):
+            return
+        if len(hook) == 3 and hook[2] != component:
+            return
+        log.warning("test hook: pausing %s step %s of %s", when, step, component)
+        self._events.publish("test.paused", when=when, step=step, component=component)
+        await asyncio.Event().wait()
 
     def _finish(self, deployment_id: str, status: str, error: str | None) -> None:
         self._store.update_deployment(
