@@ -48,11 +48,26 @@ class AgentConfigError(KeyStoneError):
 
     code = "agent_config_invalid"
 
-    def __init__(self, message: str, *, path: str | None = None, key: str | None = None) -> None:
-        where = ": ".join(p for p in (path, key) if p)
-        super().__init__(f"{where}: {message}" if where else message)
-        self.path = path
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        key: str | None = None,
+        line: int | None = None,
+        problems: Sequence[AgentConfigError] = (),
+    ) -> None:
+        self.file = file
         self.key = key
+        self.line = line
+        self.problems: tuple[AgentConfigError, ...] = tuple(problems)
+        if self.problems:
+            text = "\n".join(p.message for p in self.problems)
+        else:
+            place = f"{file}:{line}" if file and line is not None else file
+            where = ": ".join(p for p in (place, key) if p)
+            text = f"{where}: {message}" if where else message
+        super().__init__(text)
 
 
 class RecipeError(KeyStoneError):
@@ -102,7 +117,11 @@ class ResolutionError(KeyStoneError):
 
 
 class DeploymentError(KeyStoneError):
-    """A deployment document is malformed, or applying a deployment failed."""
+    """A deployment document is malformed, or applying a deployment failed.
+
+    Like :class:`RecipeError`, a document with several mistakes raises one error whose
+    ``problems`` hold one error per mistake and whose ``str()`` lists them all.
+    """
 
     code = "deployment_invalid"
 
@@ -112,15 +131,25 @@ class DeploymentError(KeyStoneError):
         *,
         file: str | None = None,
         key: str | None = None,
+        line: int | None = None,
         deployment_id: str | None = None,
         component: str | None = None,
+        problems: Sequence[DeploymentError] = (),
     ) -> None:
-        where = ": ".join(p for p in (file, key) if p)
-        super().__init__(f"{where}: {message}" if where else message)
         self.file = file
         self.key = key
+        self.line = line
+        self.reason = message
         self.deployment_id = deployment_id
         self.component = component
+        self.problems: tuple[DeploymentError, ...] = tuple(problems)
+        if self.problems:
+            text = "\n".join(p.message for p in self.problems)
+        else:
+            place = f"{file}:{line}" if file and line is not None else file
+            where = ": ".join(p for p in (place, key) if p)
+            text = f"{where}: {message}" if where else message
+        super().__init__(text)
 
 
 class ArtifactError(KeyStoneError):

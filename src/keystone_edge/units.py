@@ -16,7 +16,9 @@ came from so that rendering a recipe shows what the author wrote.
 
 from __future__ import annotations
 
+import math
 import re
+from fractions import Fraction
 from typing import Any
 
 __all__ = ["Duration", "Size", "parse_duration", "parse_size"]
@@ -30,7 +32,8 @@ _DURATION_UNITS: dict[str, float] = {
     "us": 1e-6,
 }
 _DURATION_ORDER = list(_DURATION_UNITS)
-_DURATION_TERM = re.compile(r"(\d+(?:\.\d+)?)(ms|us|d|h|m|s)")
+# ASCII digits only: ``\d`` would also accept other scripts' digits, which float() reads.
+_DURATION_TERM = re.compile(r"(\d+(?:\.\d+)?)(ms|us|d|h|m|s)", re.ASCII)
 
 _SIZE_UNITS: dict[str, int] = {
     "": 1,
@@ -48,7 +51,9 @@ _SIZE_UNITS: dict[str, int] = {
     "Gi": 2**30,
     "Ti": 2**40,
 }
-_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)([A-Za-z]*)")
+_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)([A-Za-z]*)", re.ASCII)
+# Largest size accepted: what a signed 64-bit field (SQLite, cgroup files) can hold.
+_SIZE_MAX = 2**63 - 1
 
 
 class Duration(float):
@@ -131,6 +136,8 @@ def parse_duration(value: Any) -> Duration:
         pos = match.end()
     if not value:
         raise ValueError("invalid duration '': expected a value such as '10s'")
+    if not math.isfinite(total):
+        raise ValueError(f"invalid duration {value!r}: too large")
     return Duration(total, value)
 
 
@@ -143,6 +150,8 @@ def parse_size(value: Any) -> Size:
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"invalid size {value}: must not be negative")
+        if value > _SIZE_MAX:
+            raise ValueError(f"invalid size {value}: too large")
         return Size(value, str(value))
     if not isinstance(value, str):
         raise TypeError(
@@ -155,9 +164,13 @@ def parse_size(value: Any) -> Size:
             f"(B, K, M, G, T, KB, MB, GB, TB, Ki, Mi, Gi, Ti), such as '128Mi' or '1G'"
         )
     number, unit = match.groups()
-    nbytes = float(number) * _SIZE_UNITS[unit]
-    if nbytes != int(nbytes):
+    # Exact arithmetic: a float would overflow on long digit strings and round
+    # "1.0000000000000001K" to a whole number of bytes.
+    nbytes = Fraction(number) * _SIZE_UNITS[unit]
+    if nbytes.denominator != 1:
         raise ValueError(f"invalid size {value!r}: not a whole number of bytes")
+    if nbytes > _SIZE_MAX:
+        raise ValueError(f"invalid size {value!r}: too large")
     return Size(int(nbytes), value)
 
 

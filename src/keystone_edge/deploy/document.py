@@ -18,6 +18,7 @@ config = { message = "hi" }       # deployment-level config overrides
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 import msgspec
@@ -25,7 +26,7 @@ import msgspec
 from keystone_edge.recipe.model import ComponentName
 from keystone_edge.units import Duration
 
-__all__ = ["ComponentRequest", "DeploymentDocument", "DeploymentSettings"]
+__all__ = ["ComponentRequest", "DeploymentDocument", "DeploymentSettings", "load_deployment"]
 
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -55,3 +56,19 @@ class DeploymentDocument(_Section):
     def removals(self) -> list[str]:
         """Every component to remove, from ``remove`` and ``deployment.remove``."""
         return sorted({*self.remove, *self.deployment.remove})
+
+
+def load_deployment(path: str | os.PathLike[str]) -> DeploymentDocument:
+    """Read a deployment document (TOML, YAML or JSON by extension) and validate it.
+
+    Every problem (unknown keys with a "did you mean", wrong types, bad durations, bad
+    component names) is reported at once in one :class:`DeploymentError`, each with the
+    file, key path and line.
+    """
+    from pathlib import Path
+
+    from keystone_edge.documents import decode, read_document
+    from keystone_edge.errors import DeploymentError
+
+    source = read_document(Path(path), DeploymentError)
+    return decode(source.data, DeploymentDocument, source, DeploymentError)

@@ -50,8 +50,22 @@ SEMVER_PATTERN = (
 )
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
-ComponentName = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN, max_length=255)]
-Version = Annotated[str, msgspec.Meta(pattern=SEMVER_PATTERN)]
+# A pattern's Meta description is what error messages (and the recipe JSON Schema) say is
+# expected, instead of the regular expression.
+ComponentName = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=NAME_PATTERN,
+        max_length=255,
+        description="a lower-case dotted name such as 'com.example.hello'",
+    ),
+]
+Version = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=SEMVER_PATTERN, description="a SemVer version such as '1.0.0' or '2.1.0-rc.1'"
+    ),
+]
 RestartPolicy = Literal["never", "on-failure", "always"]
 NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 PosInt = Annotated[int, msgspec.Meta(ge=1)]
@@ -87,7 +101,16 @@ class ConfigSection(_Section):
 
 class Artifact(_Section):
     uri: str
-    sha256: Annotated[str, msgspec.Meta(pattern=SHA256_PATTERN)] | None = None
+    sha256: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                pattern=SHA256_PATTERN,
+                description="a sha256 digest: 64 lower-case hexadecimal digits",
+            ),
+        ]
+        | None
+    ) = None
     size: NonNegInt | None = None
     unpack: bool = False
     # Detached ed25519 signature (base64) over the artifact's sha256 digest.
@@ -179,7 +202,13 @@ class Dependency(_Section):
 
 class FilePermission(_Section):
     path: str
-    mode: Annotated[str, msgspec.Meta(pattern=r"^0?[0-7]{3,4}$")] | None = None
+    mode: (
+        Annotated[
+            str,
+            msgspec.Meta(pattern=r"^0?[0-7]{3,4}$", description="an octal mode such as '0750'"),
+        ]
+        | None
+    ) = None
     owner: str | None = None
 
 
