@@ -328,8 +328,15 @@ class Agent:
         await self.supervisor.install(self._plan(recipe, config))
 
     async def start(self, recipe: Recipe, config: Mapping[str, Any]) -> None:
+        """Start an installed component (one the supervisor has not seen since this agent
+        started is adopted as installed: its install script ran before)."""
         self.store.upsert_component(recipe.name)
-        await self.supervisor.start(self._plan(recipe, config))
+        plan = self._plan(recipe, config)
+        try:
+            self.supervisor.status(recipe.name)
+        except NotFound:
+            await self.supervisor.adopt(plan)
+        await self.supervisor.start(plan)
 
     async def wait_ready(self, name: str, timeout: float | None) -> None:
         await self.supervisor.wait_ready(name, timeout)

@@ -397,9 +397,13 @@ class DeploymentEngine:
         recipe, config = prepared.recipe, prepared.config
         self._store.upsert_component(name, deployment_id=deployment_id)
         if change.installs:
-            # Downloads happen while the old version still runs: no downtime for them.
+            # Download and install while the old version still runs: no downtime for them,
+            # and a failed install leaves the old version untouched.
             await self._step(
                 deployment_id, "fetch", name, lambda: self._runtime.fetch(recipe, search_dirs)
+            )
+            await self._step(
+                deployment_id, "install", name, lambda: self._runtime.install(recipe, config)
             )
         if change.kind in ("update", "reconfigure") and self._runtime.is_live(name):
             await self._step(
@@ -407,12 +411,6 @@ class DeploymentEngine:
                 "stop-old",
                 name,
                 lambda: self._runtime.stop(name, f"deployment {deployment_id}"),
-            )
-        if change.installs:
-            # The install script (if any) runs with the old version stopped, so it may
-            # replace whatever the old one held; a failure rolls back to the old version.
-            await self._step(
-                deployment_id, "install", name, lambda: self._runtime.install(recipe, config)
             )
         self._store.upsert_component(
             name,
