@@ -453,6 +453,9 @@ class DeploymentEngine:
             plan_layers = self._plan_layers(deployment_id)
         order = [n for layer in plan_layers for n in layer if n in snapshot]
         order += sorted(n for n in snapshot if n not in order)
+        # A component the deployment never got to change (e.g. its new version failed to
+        # install while the old one kept running) is left alone: no needless restart.
+        order = [n for n in order if not self._untouched(n, snapshot[n])]
         self._events.publish("deployment.rollback", deployment_id=deployment_id, error=error)
         for name in reversed(order):
             if self._runtime.is_live(name):
@@ -475,6 +478,17 @@ class DeploymentEngine:
                 name,
                 partial(self._restore, name, before),
             )
+
+    def _untouched(self, name: str, before: Mapping[str, Any]) -> bool:
+        if before["version"] is None or not self._has_component(name):
+            return False
+        now = self._store.component(name)
+        return (
+            now.version == before["version"]
+            and now.config == before["config"]
+            and now.run == before["run"]
+            and (self._runtime.is_live(name) == bool(before["run"]))
+        )
 
     async def _forget(self, name: str) -> None:
         await self._runtime.forget(name)
