@@ -306,7 +306,7 @@ def test_deploy_apply_reports_local_mistakes_before_contacting_the_agent(
     bad_document = tmp_path / "bad.toml"
     bad_document.write_text('[components."com.example.hello"]\nversoin = "1.0.0"\n')
     result = ctl("deploy", "apply", "-f", str(bad_document))
-    assert result.exit_code == 5
+    assert result.exit_code == 1  # the document is bad, like a bad recipe
     assert result.stderr.startswith(f"error: {bad_document}:2: ")
     assert "versoin" in result.stderr
 

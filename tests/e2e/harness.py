@@ -34,12 +34,13 @@ def wait_for(probe: Callable[[], T | None], *, timeout: float = 20.0, what: str 
     last: Any = None
     while True:
         try:
-            last = probe()
+            result = probe()
         except KeyStoneError as exc:
             last = exc
         else:
-            if last:
-                return last
+            last = result
+            if result:
+                return result
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
         time.sleep(0.05)
@@ -77,7 +78,7 @@ class Agent:
             raise AssertionError(f"agent exited with {self.proc.returncode}:\n{self.log()}")
         try:
             with AgentClient(self.socket, timeout=5) as client:
-                return client.health()["status"] == "ok"
+                return bool(client.health()["status"] == "ok")
         except TransportError:
             return False
 

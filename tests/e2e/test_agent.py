@@ -8,6 +8,7 @@ import signal
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpcore
 import pytest
@@ -45,7 +46,7 @@ def alive(pid: int | None) -> bool:
     return True
 
 
-def events(agent: Agent, type_: str | None = None) -> list[dict[str, object]]:
+def events(agent: Agent, type_: str | None = None) -> list[dict[str, Any]]:
     with agent.client() as client:
         got = client.events(since=0)
     return [

@@ -9,7 +9,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 import msgspec
 
-from keystone_edge.errors import KeyStoneError, NotFound, RecipeError, TransportError
+from keystone_edge.errors import KeyStoneError, NotFound, TransportError
 
 __all__ = ["EXIT_FAILED", "CliContext", "exit_code_for", "fail", "output_option", "print_json"]
 
@@ -36,15 +36,28 @@ def print_json(value: Any) -> None:
     click.echo(msgspec.json.format(msgspec.json.encode(value, enc_hook=str), indent=2))
 
 
+# The agent understood the request and refused it in its current state.
+_REFUSED = frozenset(
+    {
+        "bad_request",
+        "conflict",
+        "invalid_transition",
+        "method_not_allowed",
+        "payload_too_large",
+        "stale_deployment",
+    }
+)
+
+
 def exit_code_for(exc: KeyStoneError) -> int:
+    """The documented exit code for an error (see the ``keystonectl`` docstring)."""
     if isinstance(exc, TransportError):
         return EXIT_UNREACHABLE
     if isinstance(exc, NotFound):
         return EXIT_NOT_FOUND
-    if isinstance(exc, RecipeError) or exc.code in {"deployment_failed", "component_failed"}:
-        return EXIT_FAILED
-    if exc.code.startswith(("bad_request", "conflict")) or exc.code.endswith("_invalid"):
+    if exc.code in _REFUSED:
         return EXIT_REFUSED
+    # Invalid recipes, documents and configs, unresolvable deployments, failed ones.
     return EXIT_FAILED
 
 
