@@ -57,7 +57,9 @@ def agent(ctx: CliContext) -> Iterator[AgentClient]:
 def console() -> Console:
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=False)
+    # Piped output (scripts, `| grep`) gets wide lines rather than names folded at 80.
+    width = None if sys.stdout.isatty() else 200
+    return Console(highlight=False, soft_wrap=False, width=width)
 
 
 def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
@@ -65,8 +67,9 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     from rich.text import Text
 
     table = Table(box=None, pad_edge=False, show_edge=False)
-    for column in columns:
-        table.add_column(column, overflow="fold")
+    for index, column in enumerate(columns):
+        # The first column is the key (a name or an id): never fold it.
+        table.add_column(column, overflow="fold", no_wrap=index == 0)
     for row in rows:
         # Text cells: names and messages are data, never rich markup.
         table.add_row(*(Text(cell) for cell in row))
