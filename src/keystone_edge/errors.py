@@ -16,6 +16,7 @@ __all__ = [
     "ArtifactError",
     "ComponentError",
     "DeploymentError",
+    "DocumentError",
     "InvalidTransition",
     "KeyStoneError",
     "NotFound",
@@ -43,41 +44,16 @@ class KeyStoneError(Exception):
         return self.message
 
 
-class AgentConfigError(KeyStoneError):
-    """The operator's agent configuration (``etc/agent.toml``) is wrong."""
+class DocumentError(KeyStoneError):
+    """A file the operator wrote (agent config, recipe, deployment document) is malformed.
 
-    code = "agent_config_invalid"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        file: str | None = None,
-        key: str | None = None,
-        line: int | None = None,
-        problems: Sequence[AgentConfigError] = (),
-    ) -> None:
-        self.file = file
-        self.key = key
-        self.line = line
-        self.problems: tuple[AgentConfigError, ...] = tuple(problems)
-        if self.problems:
-            text = "\n".join(p.message for p in self.problems)
-        else:
-            place = f"{file}:{line}" if file and line is not None else file
-            where = ": ".join(p for p in (place, key) if p)
-            text = f"{where}: {message}" if where else message
-        super().__init__(text)
-
-
-class RecipeError(KeyStoneError):
-    """A recipe (or a file it imports or references) is malformed.
-
-    ``problems`` holds one line per problem found; ``str()`` lists them all so that
-    ``keystonectl recipe validate`` shows every mistake in one run.
+    Carries the file, the key path and the line where the parser knows it. A document with
+    several mistakes raises one error whose ``problems`` hold one error per mistake and
+    whose ``str()`` lists them all, so one run shows every mistake.
     """
 
-    code = "recipe_invalid"
+    # Shown in place of the file name when there is none (e.g. a recipe sent as data).
+    default_file: str | None = None
 
     def __init__(
         self,
@@ -86,24 +62,36 @@ class RecipeError(KeyStoneError):
         file: str | None = None,
         key: str | None = None,
         line: int | None = None,
-        problems: Sequence[RecipeError] = (),
+        problems: Sequence[DocumentError] = (),
     ) -> None:
         self.file = file
         self.key = key
         self.line = line
         self.reason = message
-        self.problems: tuple[RecipeError, ...] = tuple(problems)
+        self.problems: tuple[DocumentError, ...] = tuple(problems)
         super().__init__(self._format())
 
     def _format(self) -> str:
         if self.problems:
             return "\n".join(p.message for p in self.problems)
-        where = self.file or "<recipe>"
-        if self.line is not None:
-            where += f":{self.line}"
-        if self.key:
-            where += f": {self.key}"
-        return f"{where}: {self.reason}"
+        place = self.file or self.default_file
+        if place and self.line is not None:
+            place = f"{place}:{self.line}"
+        where = ": ".join(p for p in (place, self.key) if p)
+        return f"{where}: {self.reason}" if where else self.reason
+
+
+class AgentConfigError(DocumentError):
+    """The operator's agent configuration (``etc/agent.toml``) is wrong."""
+
+    code = "agent_config_invalid"
+
+
+class RecipeError(DocumentError):
+    """A recipe (or a file it imports or references) is malformed."""
+
+    code = "recipe_invalid"
+    default_file = "<recipe>"
 
 
 class ResolutionError(KeyStoneError):
@@ -116,12 +104,8 @@ class ResolutionError(KeyStoneError):
         self.chain = tuple(chain)
 
 
-class DeploymentError(KeyStoneError):
-    """A deployment document is malformed, or applying a deployment failed.
-
-    Like :class:`RecipeError`, a document with several mistakes raises one error whose
-    ``problems`` hold one error per mistake and whose ``str()`` lists them all.
-    """
+class DeploymentError(DocumentError):
+    """A deployment document is malformed, or applying a deployment failed."""
 
     code = "deployment_invalid"
 
@@ -134,22 +118,11 @@ class DeploymentError(KeyStoneError):
         line: int | None = None,
         deployment_id: str | None = None,
         component: str | None = None,
-        problems: Sequence[DeploymentError] = (),
+        problems: Sequence[DocumentError] = (),
     ) -> None:
-        self.file = file
-        self.key = key
-        self.line = line
-        self.reason = message
+        super().__init__(message, file=file, key=key, line=line, problems=problems)
         self.deployment_id = deployment_id
         self.component = component
-        self.problems: tuple[DeploymentError, ...] = tuple(problems)
-        if self.problems:
-            text = "\n".join(p.message for p in self.problems)
-        else:
-            place = f"{file}:{line}" if file and line is not None else file
-            where = ": ".join(p for p in (place, key) if p)
-            text = f"{where}: {message}" if where else message
-        super().__init__(text)
 
 
 class ArtifactError(KeyStoneError):

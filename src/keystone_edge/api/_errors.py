@@ -39,6 +39,7 @@ from keystone_edge.errors import (
     ArtifactError,
     ComponentError,
     DeploymentError,
+    DocumentError,
     InvalidTransition,
     KeyStoneError,
     NotFound,
@@ -101,12 +102,11 @@ def status_for(code: str) -> int:
     return _STATUS.get(code, 500)
 
 
-def _located(exc: RecipeError | DeploymentError | AgentConfigError) -> dict[str, Any]:
+def _located(exc: DocumentError) -> dict[str, Any]:
     """File, key, line (and reason) of a document error, and of each of its problems."""
 
-    def where(e: RecipeError | DeploymentError | AgentConfigError) -> dict[str, Any]:
-        # AgentConfigError keeps no separate reason: its message is the whole story.
-        return _present(file=e.file, key=e.key, line=e.line, reason=getattr(e, "reason", None))
+    def where(e: DocumentError) -> dict[str, Any]:
+        return _present(file=e.file, key=e.key, line=e.line, reason=e.reason)
 
     details = where(exc)
     if exc.problems:
@@ -115,8 +115,6 @@ def _located(exc: RecipeError | DeploymentError | AgentConfigError) -> dict[str,
 
 
 def _details(exc: KeyStoneError) -> dict[str, Any]:
-    if isinstance(exc, RecipeError):
-        return _located(exc)
     if isinstance(exc, ResolutionError):
         return {"chain": list(exc.chain)} if exc.chain else {}
     if isinstance(exc, DeploymentError):
@@ -124,7 +122,7 @@ def _details(exc: KeyStoneError) -> dict[str, Any]:
             **_located(exc),
             **_present(deployment_id=exc.deployment_id, component=exc.component),
         }
-    if isinstance(exc, AgentConfigError):
+    if isinstance(exc, DocumentError):
         return _located(exc)
     if isinstance(exc, ArtifactError):
         return _present(uri=exc.uri, component=exc.component)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
@@ -11,7 +12,16 @@ import msgspec
 
 from keystone_edge.errors import KeyStoneError, NotFound, TransportError
 
-__all__ = ["EXIT_FAILED", "CliContext", "exit_code_for", "fail", "output_option", "print_json"]
+__all__ = [
+    "EXIT_FAILED",
+    "CliContext",
+    "exit_code_for",
+    "fail",
+    "document_option",
+    "output_option",
+    "recipe_dirs_option",
+    "print_json",
+]
 
 F = TypeVar("F")
 
@@ -85,3 +95,31 @@ def output_option(func: F) -> F:
         callback=store,
         help="Output format (default: table).",
     )(func)
+
+
+def document_option(func: F) -> F:
+    """``-f/--file``: a deployment document."""
+    from pathlib import Path
+
+    return click.option(  # type: ignore[type-var]
+        "-f",
+        "--file",
+        "document_path",
+        required=True,
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="Deployment document (deployment.toml; YAML and JSON work too).",
+    )(func)
+
+
+def recipe_dirs_option(*, required: bool, help: str) -> Callable[[F], F]:
+    """``--recipes DIR`` (repeatable): directories of recipes."""
+    from pathlib import Path
+
+    return click.option(  # type: ignore[return-value]
+        "--recipes",
+        "recipe_dirs",
+        required=required,
+        multiple=True,
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        help=help,
+    )

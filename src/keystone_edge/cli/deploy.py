@@ -11,7 +11,14 @@ from pathlib import Path
 
 import click
 
-from keystone_edge.cli._context import CliContext, fail, output_option, print_json
+from keystone_edge.cli._context import (
+    CliContext,
+    document_option,
+    fail,
+    output_option,
+    print_json,
+    recipe_dirs_option,
+)
 from keystone_edge.errors import KeyStoneError
 
 __all__ = ["deploy"]
@@ -26,22 +33,8 @@ def deploy() -> None:
 
 
 @deploy.command("plan")
-@click.option(
-    "-f",
-    "--file",
-    "document_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Deployment document (deployment.toml; YAML and JSON work too).",
-)
-@click.option(
-    "--recipes",
-    "recipe_dirs",
-    required=True,
-    multiple=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Directory of recipes to choose from (repeat for several).",
-)
+@document_option
+@recipe_dirs_option(required=True, help="Directory of recipes to choose from (repeat for several).")
 @output_option
 @click.pass_obj
 def plan(ctx: CliContext, document_path: Path, recipe_dirs: tuple[Path, ...]) -> None:

@@ -27,7 +27,15 @@ from typing import TYPE_CHECKING, Final
 
 import click
 
-from keystone_edge.cli._context import EXIT_FAILED, CliContext, fail, output_option, print_json
+from keystone_edge.cli._context import (
+    EXIT_FAILED,
+    CliContext,
+    document_option,
+    fail,
+    output_option,
+    print_json,
+    recipe_dirs_option,
+)
 from keystone_edge.cli.component import agent, console, duration, local_time, print_table
 from keystone_edge.errors import KeyStoneError, TransportError
 from keystone_edge.units import parse_duration
@@ -56,21 +64,8 @@ def _timeout(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
 
 
 @click.command("apply")
-@click.option(
-    "-f",
-    "--file",
-    "document_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Deployment document (deployment.toml; YAML and JSON work too).",
-)
-@click.option(
-    "--recipes",
-    "recipe_dirs",
-    multiple=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Directory of recipes to send with it (repeat for several).",
-)
+@document_option
+@recipe_dirs_option(required=False, help="Directory of recipes to send (repeat for several).")
 @click.option(
     "--artifacts",
     "artifacts_dir",

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from keystone_edge.cli._context import CliContext, fail, output_option, print_json
-from keystone_edge.errors import KeyStoneError, RecipeError
+from keystone_edge.errors import DocumentError, KeyStoneError, RecipeError
 
 if TYPE_CHECKING:
     from keystone_edge.recipe import LoadedRecipe
@@ -35,7 +35,7 @@ def recipe() -> None:
     """Validate, render and describe component recipes (no agent needed)."""
 
 
-def _problems(exc: RecipeError) -> tuple[RecipeError, ...]:
+def _problems(exc: RecipeError) -> tuple[DocumentError, ...]:
     return exc.problems or (exc,)
 
 
