@@ -414,6 +414,9 @@ class Agent:
     async def cancel_deployment(self, deployment_id: str) -> DeploymentRecord:
         return await self.engine.cancel(deployment_id)
 
+    async def rollback_deployment(self) -> DeploymentRecord:
+        return await self.engine.rollback()
+
     def events_since(self, since: int, limit: int = 1000) -> list[Event]:
         return self.store.events(since=since, limit=limit)
 

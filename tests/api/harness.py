@@ -212,6 +212,19 @@ class FakeAgent:
     async def get_deployment(self, deployment_id: str) -> DeploymentRecord:
         return self.store.deployment(deployment_id)
 
+    async def rollback_deployment(self) -> DeploymentRecord:
+        succeeded = [d for d in self.store.deployments() if d.status == "succeeded"]
+        if len(succeeded) < 2:
+            raise RequestError(
+                "there is no earlier successful deployment to roll back to", code="conflict"
+            )
+        return self.store.insert_deployment(
+            f"rollback-{succeeded[1].id}",
+            document=self.store.deployment_document(succeeded[1].id),
+            description=f"rollback to {succeeded[1].id}",
+            failure_policy="rollback",
+        )
+
     async def cancel_deployment(self, deployment_id: str) -> DeploymentRecord:
         record = self.store.deployment(deployment_id)
         if record.status in TERMINAL:

@@ -382,3 +382,30 @@ def test_cli_exit_codes(agent: Agent, tmp_path: Path) -> None:
     unreachable = agent.ctl("--socket", str(tmp_path / "none.sock"), "component", "list")
     assert unreachable.returncode == 3
     assert "hint" in unreachable.stderr
+
+
+def test_rollback_and_the_anti_rollback_guard(agent: Agent, tmp_path: Path) -> None:
+    sleeper = write_program(tmp_path / "sleeper.py", SLEEPER)
+    v1 = recipe("com.test.guarded", "1.0.0", argv=[*python_argv(sleeper), "v1"])
+    v2 = recipe("com.test.guarded", "2.0.0", argv=[*python_argv(sleeper), "v2"])
+    first = agent.deploy_and_wait(deployment(("com.test.guarded", "1.0.0"), sequence=1), [v1])
+    second = agent.deploy_and_wait(deployment(("com.test.guarded", "2.0.0"), sequence=2), [v2])
+    assert (first.status, second.status) == ("succeeded", "succeeded")
+    # An older document from the same source is refused: no silent downgrade.
+    status, body = _raw(
+        agent,
+        "POST",
+        "/v1/deployments",
+        json.dumps({"document": deployment(("com.test.guarded", "1.0.0"), sequence=1)}).encode(),
+    )
+    assert (status, body["error"]["code"]) == (409, "stale_deployment")
+    assert "older than the last one applied" in body["error"]["message"]
+    # An explicit rollback goes back to the previous successful deployment.
+    result = agent.ctl("deploy", "rollback", "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    state = agent.wait_state("com.test.guarded", "RUNNING")
+    assert state.version == "1.0.0"
+    listing = json.loads(agent.ctl("deploy", "list", "-o", "json").stdout)
+    assert listing[0]["description"].startswith(f"rollback of {second.id} to {first.id}")
+    # History shows every deployment with its outcome.
+    assert [d["status"] for d in listing] == ["succeeded", "succeeded", "succeeded"]

@@ -89,6 +89,7 @@ _STATUS: dict[str, int] = {
     "method_not_allowed": 405,
     "conflict": 409,
     "invalid_transition": 409,
+    "stale_deployment": 409,
     "payload_too_large": 413,
     "recipe_invalid": 422,
     "deployment_invalid": 422,

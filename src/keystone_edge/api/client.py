@@ -116,6 +116,9 @@ class AgentClient:
     def get_deployment(self, deployment_id: str) -> DeploymentRecord:
         return self._call("GET", f"/v1/deployments/{_segment(deployment_id)}", DeploymentRecord)
 
+    def rollback_deployment(self) -> DeploymentRecord:
+        return self._call("POST", "/v1/deployments:rollback", DeploymentRecord)
+
     def cancel_deployment(self, deployment_id: str) -> DeploymentRecord:
         path = f"/v1/deployments/{_segment(deployment_id)}:cancel"
         return self._call("POST", path, DeploymentRecord)

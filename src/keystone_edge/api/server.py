@@ -324,6 +324,7 @@ class _Api:
             route(f"/v1/components/{ref}/logs", self.component_logs, "GET"),
             route("/v1/deployments", self.list_deployments, "GET"),
             route("/v1/deployments", self.submit_deployment, "POST"),
+            route("/v1/deployments:rollback", self.rollback_deployment, "POST"),
             route(f"/v1/deployments/{dep}", self.get_deployment, "GET"),
             route(f"/v1/deployments/{dep}:{{action}}", self.deployment_action, "POST"),
             route("/v1/events", self.events, "GET"),
@@ -397,6 +398,11 @@ class _Api:
 
     async def get_deployment(self, request: Request) -> Response:
         return JsonResponse(await self.control.get_deployment(request.path_params["id"]))
+
+    async def rollback_deployment(self, _request: Request) -> Response:
+        record = await self.control.rollback_deployment()
+        location = f"/v1/deployments/{quote(record.id, safe='')}"
+        return JsonResponse(record, status_code=202, headers={"Location": location})
 
     async def deployment_action(self, request: Request) -> Response:
         deployment_id, action = request.path_params["id"], request.path_params["action"]

@@ -1,4 +1,4 @@
-"""``keystonectl deploy apply|list|status|cancel``: deployments on a running agent.
+"""``keystonectl deploy apply|list|status|cancel|rollback``: deployments on a running agent.
 
 Rules:
 
@@ -92,11 +92,22 @@ def apply(
 ) -> None:
     """Send a deployment to the agent; print its id (and, with --wait, its progress)."""
     request = _request(document_path, recipe_dirs, artifacts_dir)
+    _submit(ctx, lambda client: client.submit_deployment(request), wait=wait, timeout=timeout)
+
+
+def _submit(
+    ctx: CliContext,
+    submit: Callable[[AgentClient], DeploymentRecord],
+    *,
+    wait: bool,
+    timeout: float | None,
+) -> None:
+    """Submit (apply or rollback), then print the id or follow the deployment to its end."""
     with agent(ctx) as client:
         # Subscribed before submitting: not one event of the new deployment is missed.
         subscription = client.stream_events(keepalive=1) if wait else None
         try:
-            record = client.submit_deployment(request)
+            record = submit(client)
             if not wait:
                 if ctx.json:
                     print_json(record)
@@ -363,4 +374,23 @@ def cancel(ctx: CliContext, deployment_id: str) -> None:
         click.echo(f"deployment {record.id}: {record.status}")
 
 
-COMMANDS: list[click.Command] = [apply, list_, status, cancel]
+@click.command("rollback")
+@click.option("--wait", is_flag=True, help="Show progress; exit when the rollback ends.")
+@click.option(
+    "--timeout",
+    callback=_timeout,
+    metavar="DURATION",
+    help="With --wait: give up waiting after this long (e.g. 10m); the rollback goes on.",
+)
+@output_option
+@click.pass_obj
+def rollback(ctx: CliContext, wait: bool, timeout: float | None) -> None:
+    """Redeploy the successful deployment before the last successful one.
+
+    An explicit rollback: the anti-rollback guard (a lower sequence number than the last
+    applied deployment is refused) does not apply to it.
+    """
+    _submit(ctx, lambda client: client.rollback_deployment(), wait=wait, timeout=timeout)
+
+
+COMMANDS: list[click.Command] = [apply, list_, status, cancel, rollback]
