@@ -168,7 +168,6 @@ def render(  # noqa: PLR0917 - click passes each option as a parameter
         recipe_to_builtins,
     )
     from keystone_edge.recipe import render as render_recipe
-    from keystone_edge.recipe._toml import TomlEncodeError, dumps
 
     overrides: dict[str, Any] = {}
     for text in assignments:
@@ -192,12 +191,38 @@ def render(  # noqa: PLR0917 - click passes each option as a parameter
     if (fmt or ("json" if obj.json else "toml")) == "json":
         print_json(data)
         return
+    import tomli_w
+
+    null = _null_at(data)
+    if null is not None:
+        _not_toml(path, f"TOML has no null (at {null})")
     try:
-        click.echo(dumps(data), nl=False)
-    except TomlEncodeError as exc:
-        error = RecipeError(str(exc), file=str(path))
-        error.hint = "use -o json to see it"
-        fail(error)
+        text = tomli_w.dumps(data, multiline_strings=True)
+    except TypeError as exc:
+        _not_toml(path, str(exc))
+    click.echo(text, nl=False)
+
+
+def _not_toml(path: Path, reason: str) -> NoReturn:
+    error = RecipeError(reason, file=str(path))
+    error.hint = "use -o json to see it"
+    fail(error)
+
+
+def _null_at(value: Any, path: str = "") -> str | None:
+    """The key path of the first null (TOML has none), or None."""
+    if value is None:
+        return path or "."
+    items: Any = value.items() if isinstance(value, dict) else []
+    if isinstance(value, list):
+        items = ((f"[{i}]", v) for i, v in enumerate(value))
+    for key, item in items:
+        where = (
+            f"{path}{key}" if str(key).startswith("[") else f"{path}.{key}" if path else str(key)
+        )
+        if (found := _null_at(item, where)) is not None:
+            return found
+    return None
 
 
 @recipe.command()
