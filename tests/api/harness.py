@@ -24,8 +24,16 @@ import httpcore
 import msgspec
 from starlette.routing import BaseRoute
 
-from keystone_edge.api.control import ComponentAction, ComponentDetail, DeploymentRequest
+from keystone_edge.api.artifacts import ArtifactInfo, GcOutcome, artifact_infos, gc_outcome
+from keystone_edge.api.control import (
+    ComponentAction,
+    ComponentDetail,
+    DeploymentRequest,
+    Readiness,
+    ReadinessCheck,
+)
 from keystone_edge.api.server import ApiLimits, serve
+from keystone_edge.artifacts import ArtifactCache, LocalFetcher, collect_garbage, retention
 from keystone_edge.errors import (
     DeploymentError,
     InvalidTransition,
@@ -59,6 +67,7 @@ class FakeAgent:
         self.after_backlog: Callable[[], object] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self._ids = itertools.count(1)
+        self.cache = ArtifactCache(root / "runtime" / "artifacts", [LocalFetcher()])
 
     # test helpers (run them in the server's loop: ServerThread.call)
 
@@ -225,6 +234,15 @@ class FakeAgent:
             failure_policy="rollback",
         )
 
+    async def list_artifacts(self) -> list[ArtifactInfo]:
+        return artifact_infos(await self.cache.entries(), retention([], keep_versions=2))
+
+    async def gc_artifacts(self, dry_run: bool, quota_bytes: int | None = None) -> GcOutcome:
+        report = await collect_garbage(
+            self.cache, protected=set(), quota_bytes=quota_bytes or 0, dry_run=dry_run
+        )
+        return gc_outcome(report)
+
     async def cancel_deployment(self, deployment_id: str) -> DeploymentRecord:
         record = self.store.deployment(deployment_id)
         if record.status in TERMINAL:
@@ -255,6 +273,14 @@ class FakeAgent:
         for record in self.store.components():
             states[record.state] = states.get(record.state, 0) + 1
         return {"status": "ok", "version": "0.1.0", "uptime": 1.5, "components": states}
+
+    async def readiness(self) -> Readiness:
+        self._check("readiness")
+        return Readiness(ready=True, checks={"store": ReadinessCheck(ok=True, detail="writable")})
+
+    async def metrics(self) -> bytes:
+        self._check("metrics")
+        return b"# TYPE keystone_fake gauge\nkeystone_fake 1\n"
 
 
 def _recipe_ids(recipes: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:

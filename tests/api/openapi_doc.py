@@ -18,7 +18,8 @@ import msgspec
 import yaml
 
 from keystone_edge.api._errors import ErrorBody
-from keystone_edge.api.control import ComponentDetail, DeploymentRequest
+from keystone_edge.api.artifacts import ArtifactInfo, GcOutcome, GcRequest
+from keystone_edge.api.control import ComponentDetail, DeploymentRequest, Readiness
 from keystone_edge.observe.events import Event
 from keystone_edge.store.records import ComponentRecord, DeploymentRecord
 
@@ -26,7 +27,18 @@ DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 MARKER = (
     "    # Generated from the msgspec Structs by `python -m tests.api.openapi_doc`; do not edit.\n"
 )
-TYPES = (ComponentRecord, ComponentDetail, DeploymentRecord, DeploymentRequest, Event, ErrorBody)
+TYPES = (
+    ComponentRecord,
+    ComponentDetail,
+    DeploymentRecord,
+    DeploymentRequest,
+    Event,
+    ErrorBody,
+    Readiness,
+    ArtifactInfo,
+    GcRequest,
+    GcOutcome,
+)
 
 
 def schemas() -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 from starlette.routing import Route
 
+from keystone_edge.api.artifacts import artifact_routes
 from keystone_edge.api.server import COMPONENT_ACTIONS, DEPLOYMENT_ACTIONS, create_app
 from tests.api.harness import FakeAgent
 from tests.api.openapi_doc import DOCUMENT, render
@@ -29,7 +30,8 @@ def test_the_schemas_are_current() -> None:
 def _server_operations(tmp_path_factory: Any) -> set[tuple[str, str]]:
     agent = FakeAgent(tmp_path_factory.mktemp("agent"))
     try:
-        app = create_app(agent)
+        # The agent mounts the artifact routes too (api/artifacts.py).
+        app = create_app(agent, extra_routes=artifact_routes(agent))
     finally:
         agent.store.close()
     operations: set[tuple[str, str]] = set()

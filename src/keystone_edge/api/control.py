@@ -13,10 +13,18 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
+from keystone_edge.api.artifacts import ArtifactInfo, GcOutcome
 from keystone_edge.observe.events import Event, EventStream
 from keystone_edge.store.records import ComponentRecord, DeploymentRecord, TransitionRecord
 
-__all__ = ["AgentControl", "ComponentAction", "ComponentDetail", "DeploymentRequest"]
+__all__ = [
+    "AgentControl",
+    "ComponentAction",
+    "ComponentDetail",
+    "DeploymentRequest",
+    "Readiness",
+    "ReadinessCheck",
+]
 
 ComponentAction = Literal["restart", "stop", "start"]
 
@@ -45,6 +53,18 @@ class ComponentDetail(msgspec.Struct, kw_only=True):
     transitions: list[TransitionRecord]
 
 
+class ReadinessCheck(msgspec.Struct, kw_only=True):
+    ok: bool
+    detail: str
+
+
+class Readiness(msgspec.Struct, kw_only=True):
+    """``GET /readyz``: 200 when ``ready``, else 503; every check says why."""
+
+    ready: bool
+    checks: dict[str, ReadinessCheck]  # store, event_loop, deployments
+
+
 class AgentControl(Protocol):
     async def list_components(self) -> list[ComponentRecord]: ...
 
@@ -70,10 +90,26 @@ class AgentControl(Protocol):
         """Queue the successful deployment before the last successful one again."""
         ...
 
+    async def list_artifacts(self) -> list[ArtifactInfo]:
+        """The artifact cache: every entry, its size, last use and who references it."""
+        ...
+
+    async def gc_artifacts(self, dry_run: bool, quota_bytes: int | None = None) -> GcOutcome:
+        """Evict unprotected cache entries, least recently used first, down to the quota."""
+        ...
+
     def events_since(self, since: int, limit: int = 1000) -> list[Event]: ...
 
     def event_stream(self) -> EventStream: ...
 
     def health(self) -> dict[str, Any]:
         """``GET /healthz`` body: status, version, uptime, components by state."""
+        ...
+
+    async def readiness(self) -> Readiness:
+        """``GET /readyz``: store writable, event loop responsive, no deployment stuck."""
+        ...
+
+    async def metrics(self) -> bytes:
+        """``GET /metrics``: Prometheus text (raises NotFound when metrics are disabled)."""
         ...

@@ -5,25 +5,55 @@ a verified entry of the content-addressed cache (``runtime/artifacts/<sha256>/``
 ``ArtifactCache.materialize`` copies or safely unpacks it into a component version's
 directory. Fetchers for URI schemes plug in through :class:`ArtifactFetcher`. The rules
 live in the modules: :mod:`.verify` (what is accepted), :mod:`.fetch` (the fetcher
-contract), :mod:`.cache` (how entries are made and reused) and :mod:`.unpack` (what an
-archive may do).
+contract), :mod:`.http` (downloads: retry, resume, redirects, TLS), :mod:`.cache` (how
+entries are made and reused), :mod:`.gc` (what is kept and what is evicted) and
+:mod:`.unpack` (what an archive may do).
 """
 
-from keystone_edge.artifacts.cache import ArtifactCache, CachedArtifact
-from keystone_edge.artifacts.fetch import ArtifactFetcher, FetchResult, LocalFetcher, file_uri_path
+from keystone_edge.artifacts.cache import ArtifactCache, CachedArtifact, CacheEntry
+from keystone_edge.artifacts.fetch import (
+    ArtifactFetcher,
+    FetchResult,
+    LocalFetcher,
+    ProgressCallback,
+    ResumableFetcher,
+    file_uri_path,
+)
+from keystone_edge.artifacts.gc import (
+    GcPlan,
+    GcReport,
+    VersionArtifacts,
+    collect_garbage,
+    plan_gc,
+    retention,
+)
+from keystone_edge.artifacts.http import HttpFetcher, HttpOptions, HttpSource
 from keystone_edge.artifacts.unpack import ArchiveFormat, UnpackLimits, detect_format, safe_unpack
-from keystone_edge.artifacts.verify import artifact_file_name
+from keystone_edge.artifacts.verify import artifact_file_name, public_uri
 
 __all__ = [
     "ArchiveFormat",
     "ArtifactCache",
     "ArtifactFetcher",
+    "CacheEntry",
     "CachedArtifact",
     "FetchResult",
+    "GcPlan",
+    "GcReport",
+    "HttpFetcher",
+    "HttpOptions",
+    "HttpSource",
     "LocalFetcher",
+    "ProgressCallback",
+    "ResumableFetcher",
     "UnpackLimits",
+    "VersionArtifacts",
     "artifact_file_name",
+    "collect_garbage",
     "detect_format",
     "file_uri_path",
+    "plan_gc",
+    "public_uri",
+    "retention",
     "safe_unpack",
 ]

@@ -30,6 +30,20 @@ Rules:
   known.
 - Every use refreshes the entry directory's mtime: the last-used time that the LRU garbage
   collector orders entries by. Nothing else changes an entry directory after it is made.
+- Partial downloads: a fetcher that can resume (:class:`ResumableFetcher`) keeps the bytes
+  of an unfinished download in ``.keystone-partial/`` under the digest, so that the next
+  ``ensure`` of that digest (after a failure or an agent restart) continues it. They are
+  not cache entries (never listed, never used before verification) and
+  :meth:`~ArtifactCache.remove_leftovers` spares them unless untouched for
+  ``partial_max_age``.
+- Progress: ``ensure(progress=...)`` gets ``(bytes_done, bytes_total)`` at most every
+  ``PROGRESS_INTERVAL_SECONDS`` while bytes arrive (figures held back are delivered at the
+  end of the interval, so a stalled download shows where it stalled) and once when the
+  artifact is ready (also for a cache hit), on the event loop's thread; never after
+  ``ensure`` has returned or raised.
+- Removal (:meth:`~ArtifactCache.evict`, for the garbage collector) holds the digest's
+  lock, renames the entry out of its digest name first, and skips an entry used since the
+  caller looked at it.
 - File work that can be slow (hashing, copying, fsync, unpacking) runs in worker threads
   that a cancellation waits for; ``OSError`` is wrapped in ``ArtifactError`` here.
 """
@@ -41,6 +55,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -49,18 +64,25 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, ParamSpec, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
+from keystone_edge.artifacts import _partial
 from keystone_edge.artifacts._offload import run_in_thread
-from keystone_edge.artifacts.fetch import ArtifactFetcher, FetchResult, LocalFetcher
+from keystone_edge.artifacts.fetch import (
+    ArtifactFetcher,
+    FetchResult,
+    LocalFetcher,
+    ProgressCallback,
+    ResumableFetcher,
+)
 from keystone_edge.artifacts.unpack import CHUNK_BYTES, UnpackLimits, safe_unpack
 from keystone_edge.artifacts.verify import (
     RESERVED_PREFIX,
     artifact_file_name,
     check_file_name,
     check_size,
+    public_uri,
     require_digest,
     supported_scheme,
     verify_content,
@@ -68,7 +90,7 @@ from keystone_edge.artifacts.verify import (
 from keystone_edge.errors import ArtifactError
 from keystone_edge.recipe.model import Artifact
 
-__all__ = ["ArtifactCache", "CachedArtifact"]
+__all__ = ["ArtifactCache", "CacheEntry", "CachedArtifact"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +99,11 @@ T = TypeVar("T")
 
 RECORD_NAME = f"{RESERVED_PREFIX}entry.json"
 TEMP_PREFIX = f"{RESERVED_PREFIX}tmp-"
+PARTIAL_DIR = f"{RESERVED_PREFIX}partial"
+PROGRESS_INTERVAL_SECONDS = 0.25
+DEFAULT_PARTIAL_MAX_AGE = 7 * 86400.0  # seconds
+
+_DIGEST_NAME = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +113,17 @@ class CachedArtifact:
     path: Path
     sha256: str
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """A cache entry as listed: ``last_used`` is seconds since the epoch (its mtime)."""
+
+    sha256: str
+    file: str
+    size: int
+    last_used: float
+    uri: str
 
 
 class _EntryRecord(msgspec.Struct, forbid_unknown_fields=True):
@@ -120,6 +158,53 @@ class _DigestLocks:
                 del self._slots[digest]
 
 
+class _Throttled:
+    """Progress at most once per interval; a report held back is delivered at the end of
+    the interval (so the last figures before a stall are seen), a final one at once."""
+
+    def __init__(self, callback: ProgressCallback, interval: float) -> None:
+        self._callback = callback
+        self._interval = interval
+        self._loop = asyncio.get_running_loop()
+        self._last_time = -interval
+        self._last: tuple[int, int | None] | None = None
+        self._held: tuple[int, int | None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if self._closed or self._last == (done, total):
+            return
+        now = self._loop.time()
+        final = total is not None and done >= total
+        if final or now - self._last_time >= self._interval:
+            self._deliver((done, total))
+            return
+        self._held = (done, total)
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._last_time + self._interval, self._release)
+
+    def _release(self) -> None:
+        self._timer = None
+        if self._held is not None and not self._closed:
+            self._deliver(self._held)
+
+    def _deliver(self, figures: tuple[int, int | None]) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._held = None
+        self._last_time = self._loop.time()
+        self._last = figures
+        self._callback(*figures)
+
+    def close(self) -> None:
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
 class ArtifactCache:
     """Fetches, verifies and stores artifacts by digest; places them into components."""
 
@@ -129,9 +214,11 @@ class ArtifactCache:
         fetchers: Sequence[ArtifactFetcher],
         *,
         limits: UnpackLimits | None = None,
+        partial_max_age: float = DEFAULT_PARTIAL_MAX_AGE,
     ) -> None:
         self.root = root
         self.limits = limits or UnpackLimits()
+        self.partial_max_age = partial_max_age
         by_scheme: dict[str, ArtifactFetcher] = {}
         for fetcher in fetchers:
             for scheme in fetcher.schemes:
@@ -154,24 +241,46 @@ class ArtifactCache:
     # -- ensure --------------------------------------------------------------------------
 
     async def ensure(
-        self, artifact: Artifact, *, search_dirs: Sequence[Path] = ()
+        self,
+        artifact: Artifact,
+        *,
+        search_dirs: Sequence[Path] = (),
+        progress: ProgressCallback | None = None,
     ) -> CachedArtifact:
-        """The verified cache entry for ``artifact``, fetching it first if needed."""
+        """The verified cache entry for ``artifact``, fetching it first if needed.
+
+        ``progress(bytes_done, bytes_total)`` follows a download (see the module rules).
+        """
         uri = artifact.uri
         name = artifact_file_name(artifact)
         require_digest(uri, artifact.sha256)
+        throttled = _Throttled(progress, PROGRESS_INTERVAL_SECONDS) if progress else None
         try:
             if artifact.sha256 is None:
-                return await self._ensure_undigested(artifact, name, search_dirs)
-            async with self._locks.hold(artifact.sha256):
-                return await self._ensure_digested(artifact, artifact.sha256, name, search_dirs)
+                cached = await self._ensure_undigested(artifact, name, search_dirs)
+            else:
+                async with self._locks.hold(artifact.sha256):
+                    cached = await self._ensure_digested(
+                        artifact, artifact.sha256, name, search_dirs, throttled
+                    )
+            if throttled is not None:
+                throttled(cached.size, cached.size)
         except OSError as exc:
             raise ArtifactError(
                 f"cannot cache {uri} in {self.root}: {exc.strerror or exc}", uri=uri
             ) from exc
+        finally:
+            if throttled is not None:
+                throttled.close()
+        return cached
 
     async def _ensure_digested(
-        self, artifact: Artifact, digest: str, name: str, search_dirs: Sequence[Path]
+        self,
+        artifact: Artifact,
+        digest: str,
+        name: str,
+        search_dirs: Sequence[Path],
+        progress: ProgressCallback | None = None,
     ) -> CachedArtifact:
         uri = artifact.uri
         hit = await _in_thread(self._lookup, digest)
@@ -188,6 +297,21 @@ class ArtifactCache:
                 source=f"{local} (local copy of {uri})",
             )
         fetcher = self._fetcher_for(uri)
+        if isinstance(fetcher, ResumableFetcher):
+            resumable = fetcher
+            partial = self.root / PARTIAL_DIR / digest
+            return await self._admit(
+                artifact,
+                name,
+                lambda dest: resumable.fetch_resumable(
+                    uri,
+                    dest,
+                    expected_sha256=digest,
+                    expected_size=artifact.size,
+                    partial=partial,
+                    progress=progress,
+                ),
+            )
         return await self._admit(
             artifact,
             name,
@@ -290,7 +414,7 @@ class ArtifactCache:
     def _commit(self, tmp: Path, name: str, result: FetchResult, uri: str) -> CachedArtifact:
         _fsync(tmp / name)
         record = _EntryRecord(
-            file=name, size=result.size, sha256=result.sha256, uri=_without_secrets(uri)
+            file=name, size=result.size, sha256=result.sha256, uri=public_uri(uri)
         )
         record_path = tmp / RECORD_NAME
         record_path.write_bytes(msgspec.json.encode(record))
@@ -318,7 +442,9 @@ class ArtifactCache:
     async def remove_leftovers(self) -> list[Path]:
         """Remove temp directories a crashed run left in the cache root; return them.
 
-        Temp directories of fetches in progress in this process are kept.
+        Temp directories of fetches in progress in this process are kept, and so are
+        partial downloads (they resume), except those untouched for ``partial_max_age``
+        seconds or left without their record.
         """
 
         def sweep(_stop: threading.Event) -> list[Path]:
@@ -331,9 +457,64 @@ class ArtifactCache:
             ]
             for p in stale:
                 shutil.rmtree(p, ignore_errors=True)
-            return stale
+            partials = _partial.sweep(self.root / PARTIAL_DIR, max_age=self.partial_max_age)
+            return stale + partials
 
         return await run_in_thread(sweep)
+
+    async def entries(self) -> list[CacheEntry]:
+        """Every valid entry, by digest. Invalid ones are skipped (``ensure`` replaces them)."""
+        return await _in_thread(self._entries)
+
+    def _entries(self) -> list[CacheEntry]:
+        if not self.root.is_dir():
+            return []
+        found: list[CacheEntry] = []
+        for entry in sorted(self.root.iterdir()):
+            if not _DIGEST_NAME.fullmatch(entry.name):
+                continue
+            try:
+                record = msgspec.json.decode((entry / RECORD_NAME).read_bytes(), type=_EntryRecord)
+                check_file_name(record.uri, record.file)
+                file_stat = (entry / record.file).stat()
+                last_used = entry.stat().st_mtime
+            except (OSError, msgspec.DecodeError, ArtifactError):
+                continue
+            if record.sha256 != entry.name or file_stat.st_size != record.size:
+                continue
+            found.append(CacheEntry(entry.name, record.file, record.size, last_used, record.uri))
+        return found
+
+    async def evict(self, digest: str, *, unused_since: float | None = None) -> bool:
+        """Remove the entry ``digest``; False if it is gone or was used after ``unused_since``.
+
+        ``unused_since`` is the last-used time the caller saw (:attr:`CacheEntry.last_used`):
+        an entry used since then is kept, since someone just chose it.
+        """
+        if not _DIGEST_NAME.fullmatch(digest):
+            raise ArtifactError(f"cannot evict {digest!r}: expected a sha256 digest")
+
+        def remove() -> bool:
+            entry = self.root / digest
+            try:
+                mtime = entry.stat().st_mtime
+            except FileNotFoundError:
+                return False
+            if unused_since is not None and mtime > unused_since:
+                return False
+            graveyard = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=self.root))
+            entry.rename(graveyard / "entry")
+            _fsync(self.root)
+            shutil.rmtree(graveyard, ignore_errors=True)
+            return True
+
+        try:
+            async with self._locks.hold(digest):
+                return await _in_thread(remove)
+        except OSError as exc:
+            raise ArtifactError(
+                f"cannot remove the cache entry {digest}: {exc.strerror or exc}"
+            ) from exc
 
     # -- materialize ---------------------------------------------------------------------
 
@@ -402,15 +583,6 @@ def _find_in(search_dirs: Sequence[Path], name: str) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
-
-
-def _without_secrets(uri: str) -> str:
-    # The record is for operators' curiosity; a pre-signed URL's query or a user:password
-    # in the authority is a credential and stays out of it.
-    parts = urlsplit(uri)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _fsync(path: Path) -> None:

@@ -17,6 +17,12 @@ coroutine. Its contract, which the cache relies on:
 - Blocking work runs off the event loop, and once ``fetch`` has returned or raised
   (cancellation included) nothing is still writing to ``dest``.
 
+:class:`ResumableFetcher` is the optional extension for fetchers whose downloads can
+outlive a call (``HttpFetcher``): the cache gives them a ``partial`` path per digest, which
+they may use (with sibling names starting with its name) to keep a partial download for a
+later call, and a ``progress`` callback, called on the event loop's thread with
+``(bytes_done, bytes_total or None)``.
+
 :class:`LocalFetcher` serves ``file:///absolute/path`` URIs (the recipe loader rewrites
 relative paths to absolute file URIs, percent-encoded as :meth:`pathlib.Path.as_uri`
 writes them).
@@ -29,16 +35,24 @@ import io
 import os
 import stat
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
 from keystone_edge.artifacts._offload import run_in_thread
 from keystone_edge.artifacts.verify import LOCAL_SCHEME
 from keystone_edge.errors import ArtifactError
 
-__all__ = ["ArtifactFetcher", "FetchResult", "LocalFetcher", "file_uri_path"]
+__all__ = [
+    "ArtifactFetcher",
+    "FetchResult",
+    "LocalFetcher",
+    "ProgressCallback",
+    "ResumableFetcher",
+    "file_uri_path",
+]
 
 # Large enough that per-chunk overhead vanishes, small enough to stay out of the agent's
 # resident-memory budget with a few fetches in flight.
@@ -68,6 +82,26 @@ class ArtifactFetcher(Protocol):
         *,
         expected_sha256: str | None,
         expected_size: int | None,
+    ) -> FetchResult: ...
+
+
+ProgressCallback = Callable[[int, int | None], None]
+"""``(bytes_done, bytes_total)``, the total None while unknown; called on the loop's thread."""
+
+
+@runtime_checkable
+class ResumableFetcher(ArtifactFetcher, Protocol):
+    """A fetcher that can keep a partial download across calls and report progress."""
+
+    async def fetch_resumable(
+        self,
+        uri: str,
+        dest: Path,
+        *,
+        expected_sha256: str,
+        expected_size: int | None,
+        partial: Path,
+        progress: ProgressCallback | None = None,
     ) -> FetchResult: ...
 
 

@@ -12,6 +12,9 @@ makes between ``TrustedMetadataSet`` and ``Updater``). Rules:
   Messages read "expected X, got Y" so that an operator can compare them with the recipe.
 - Only ``file://`` artifacts may lack a sha256 (the digest is then computed from the local
   file); a remote artifact without one is refused before anything is downloaded.
+- A URI is shown (logs, errors, events, cache records) without user info, query or
+  fragment (:func:`public_uri`): a ``user:password@`` and a pre-signed URL's query are
+  credentials.
 - An artifact's file name is its ``name`` field, else the last segment of the URI's path.
   It must be a single path segment: no ``/``, not ``.`` or ``..``, no NUL, and not one of
   the names the cache reserves for its own records (``.keystone-*``).
@@ -34,6 +37,7 @@ __all__ = [
     "check_file_name",
     "check_sha256_format",
     "check_size",
+    "public_uri",
     "require_digest",
     "supported_scheme",
     "uri_scheme",
@@ -46,6 +50,20 @@ LOCAL_SCHEME = "file"
 RESERVED_PREFIX = ".keystone-"
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def public_uri(uri: str) -> str:
+    """``uri`` without user info, query or fragment (see the module rules)."""
+    parts = urlsplit(uri)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:  # not a number: leave it out rather than fail to show the URI
+        port = None
+    netloc = f"{host}:{port}" if port else host
+    return f"{parts.scheme}://{netloc}{parts.path}"
 
 
 def check_sha256_format(uri: str, digest: str) -> None:

@@ -48,7 +48,15 @@ def cli(ctx: click.Context, socket_path: str | None, output: str) -> None:
 
 
 def _register() -> None:
-    from keystone_edge.cli import component, deploy, deployments, events, recipe
+    from keystone_edge.cli import (
+        artifacts,
+        component,
+        deploy,
+        deployments,
+        doctor,
+        events,
+        recipe,
+    )
 
     cli.add_command(recipe.recipe)
     cli.add_command(deploy.deploy)
@@ -56,6 +64,8 @@ def _register() -> None:
         deploy.deploy.add_command(command)
     cli.add_command(component.component)
     cli.add_command(events.events)
+    cli.add_command(artifacts.artifacts)
+    cli.add_command(doctor.doctor)
 
 
 _register()

@@ -109,6 +109,7 @@ class DeploymentEngine:
         default_timeout: float,
         rollback_ready_timeout: float = 120.0,
         pause_at: str | None = None,
+        after_each: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
         self._events = events
@@ -120,6 +121,8 @@ class DeploymentEngine:
         # Crash tests only: "before:STEP[:COMPONENT]" or "after:STEP[:COMPONENT]" makes the
         # engine stop dead at that checkpoint so a test can kill the agent there.
         self._pause_at = tuple(pause_at.split(":", 2)) if pause_at else None
+        # Housekeeping after each deployment (the agent collects artifact garbage).
+        self._after_each = after_each
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._current: tuple[str, asyncio.Task[None]] | None = None
         self._cancel_requested: set[str] = set()
@@ -266,6 +269,8 @@ class DeploymentEngine:
             self._current = (deployment_id, apply)
             try:
                 await asyncio.shield(apply)
+                if self._after_each is not None:
+                    await self._after_each()
             except asyncio.CancelledError:
                 if task.cancelling():
                     # The agent is stopping: leave the deployment `running`; the next start
