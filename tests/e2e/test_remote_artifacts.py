@@ -111,3 +111,31 @@ def test_disk_full_during_a_download_keeps_the_previous_version(
     finally:
         agent.stop()
         subprocess.run(["umount", "-l", str(cache)], check=False)
+
+
+def test_deploy_apply_wait_shows_download_progress(
+    agent: Agent, server: ArtifactServer, tmp_path: Path
+) -> None:
+    data = os.urandom(512 * 1024)
+    server.routes["/slow.bin"] = Route(data=data, chunk_delay=0.05)  # ~1.6 s in all
+    sleeper = write_program(tmp_path / "sleeper.py", SLEEPER)
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    digest = hashlib.sha256(data).hexdigest()
+    (recipes / "slow.recipe.toml").write_text(
+        '[metadata]\nname = "com.remote.slow"\nversion = "1.0.0"\n'
+        f'[[artifacts]]\nuri = "{server.url("/slow.bin")}"\nsha256 = "{digest}"\n'
+        f"size = {len(data)}\n"
+        f'[lifecycle.run.exec]\ncommand = "{python_argv(sleeper)[0]}"\n'
+        f'args = ["{sleeper}"]\n'
+    )
+    document = tmp_path / "deployment.toml"
+    document.write_text('[components."com.remote.slow"]\nversion = "1.0.0"\n')
+    result = agent.ctl(
+        "deploy", "apply", "-f", str(document), "--recipes", str(recipes), "--wait"
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    progress = [line for line in result.stdout.splitlines() if " download " in line]
+    assert progress, result.stdout
+    assert "512.0KiB/512.0KiB" in progress[-1]
+    assert "/s" in progress[-1]

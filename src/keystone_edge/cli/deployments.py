@@ -22,8 +22,9 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import click
 
@@ -180,6 +181,7 @@ class _Waiter:
         self.record = record
         self.live = live
         self._printed: set[tuple[int, str]] = set()
+        self.downloads: dict[tuple[str, str], _Download] = {}
 
     def run(self, deadline: float | None) -> DeploymentRecord:
         out = console()
@@ -195,6 +197,10 @@ class _Waiter:
     def _follow(self, deadline: float | None, show: Callable[[], None]) -> None:
         try:
             for item in self.subscription.items():
+                if item is not None and item.type == "artifact.progress":
+                    if self._download(item.payload):
+                        show()
+                    continue
                 # A keep-alive (once a second) or news of this deployment: look again.
                 due = item is None or (
                     item.type.startswith("deployment.")
@@ -216,7 +222,29 @@ class _Waiter:
         show()
         return self.record.status in FINISHED
 
+    def _download(self, payload: dict[str, Any]) -> bool:
+        """Track an ``artifact.progress`` event of one of this deployment's components."""
+        component = str(payload.get("component"))
+        if self.record.components.get(component) != payload.get("version"):
+            return False
+        key = (component, str(payload.get("uri")))
+        now = time.monotonic()
+        download = self.downloads.setdefault(key, _Download(started=now))
+        download.done = int(payload.get("bytes_done") or 0)
+        total = payload.get("bytes_total")
+        download.total = int(total) if total is not None else None
+        download.updated = now
+        return True
+
     def _print_steps(self) -> None:
+        for (component, uri), download in self.downloads.items():
+            # Piped output: a line per second per download, and one when it completes.
+            if download.updated - download.printed >= 1.0 or (
+                download.complete and not download.reported_complete
+            ):
+                download.printed = download.updated
+                download.reported_complete = download.complete
+                click.echo(f"  {component}  download  {download.describe()}  {uri}")
         for step in self.record.steps:
             key = (step.seq, step.status)
             if key in self._printed:
@@ -250,7 +278,41 @@ class _Waiter:
                 Text(duration(end - step.started_at)),
                 Text(step.error or ""),
             )
-        return Group(Text(f"deployment {record.id}: {record.status}"), table)
+        lines: list[RenderableType] = [Text(f"deployment {record.id}: {record.status}"), table]
+        for (component, uri), download in self.downloads.items():
+            if not download.complete or record.status == "running":
+                lines.append(Text(f"  {component}  download  {download.describe()}  {uri}"))
+        return Group(*lines)
+
+
+@dataclass
+class _Download:
+    """One artifact download as the progress events tell it."""
+
+    started: float
+    done: int = 0
+    total: int | None = None
+    updated: float = 0.0
+    printed: float = 0.0
+    reported_complete: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return self.total is not None and self.done >= self.total
+
+    def describe(self) -> str:
+        elapsed = max(self.updated - self.started, 1e-3)
+        size = _bytes(self.done) + (f"/{_bytes(self.total)}" if self.total is not None else "")
+        return f"{size}  {_bytes(int(self.done / elapsed))}/s"
+
+
+def _bytes(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return f"{value:.1f}GiB"
 
 
 def _summary(record: DeploymentRecord) -> None:
