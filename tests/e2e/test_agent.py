@@ -409,3 +409,21 @@ def test_rollback_and_the_anti_rollback_guard(agent: Agent, tmp_path: Path) -> N
     assert listing[0]["description"].startswith(f"rollback of {second.id} to {first.id}")
     # History shows every deployment with its outcome.
     assert [d["status"] for d in listing] == ["succeeded", "succeeded", "succeeded"]
+
+
+def test_a_deployment_past_its_deadline_rolls_back(agent: Agent, tmp_path: Path) -> None:
+    sleeper = write_program(tmp_path / "sleeper.py", SLEEPER)
+    v1 = recipe("com.test.late", "1.0.0", argv=python_argv(sleeper))
+    assert agent.deploy_and_wait(deployment("com.test.late"), [v1]).status == "succeeded"
+    never_ready = recipe(
+        "com.test.late",
+        "1.1.0",
+        argv=python_argv(sleeper),
+        run={"health": {"check": f"tcp://127.0.0.1:{free_port()}", "interval": "100ms"}},
+    )
+    record = agent.deploy_and_wait(
+        deployment(("com.test.late", "1.1.0"), timeout="1500ms"), [never_ready]
+    )
+    assert record.status == "rolled_back"
+    assert record.error == "deadline of 1500ms exceeded"
+    assert agent.wait_state("com.test.late", "RUNNING").version == "1.0.0"
