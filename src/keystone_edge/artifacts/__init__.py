@@ -10,6 +10,10 @@ entries are made and reused), :mod:`.gc` (what is kept and what is evicted) and
 :mod:`.unpack` (what an archive may do).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from keystone_edge.artifacts.cache import ArtifactCache, CachedArtifact, CacheEntry
 from keystone_edge.artifacts.fetch import (
     ArtifactFetcher,
@@ -28,8 +32,20 @@ from keystone_edge.artifacts.gc import (
     retention,
 )
 from keystone_edge.artifacts.http import HttpFetcher, HttpOptions, HttpSource
-from keystone_edge.artifacts.unpack import ArchiveFormat, UnpackLimits, detect_format, safe_unpack
-from keystone_edge.artifacts.verify import artifact_file_name, public_uri
+from keystone_edge.artifacts.verify import UnpackLimits, artifact_file_name, public_uri
+
+if TYPE_CHECKING:
+    from keystone_edge.artifacts.unpack import ArchiveFormat, detect_format, safe_unpack
+
+
+def __getattr__(name: str) -> Any:
+    # The unpacker (tarfile, zipfile, lzma, bz2) loads on first use, not with the agent.
+    if name in ("ArchiveFormat", "detect_format", "safe_unpack"):
+        from keystone_edge.artifacts import unpack
+
+        return getattr(unpack, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ArchiveFormat",

@@ -70,15 +70,16 @@ import msgspec
 from keystone_edge.artifacts import _partial
 from keystone_edge.artifacts._offload import run_in_thread
 from keystone_edge.artifacts.fetch import (
+    DEFAULT_CHUNK_BYTES,
     ArtifactFetcher,
     FetchResult,
     LocalFetcher,
     ProgressCallback,
     ResumableFetcher,
 )
-from keystone_edge.artifacts.unpack import CHUNK_BYTES, UnpackLimits, safe_unpack
 from keystone_edge.artifacts.verify import (
     RESERVED_PREFIX,
+    UnpackLimits,
     artifact_file_name,
     check_file_name,
     check_size,
@@ -552,6 +553,9 @@ class ArtifactCache:
         return [target]
 
     def _unpack(self, cached: CachedArtifact, dest_dir: Path, stop: threading.Event) -> list[Path]:
+        # tarfile, zipfile and the decompressors load only when an archive is unpacked.
+        from keystone_edge.artifacts.unpack import safe_unpack
+
         placed = safe_unpack(
             cached.path,
             dest_dir,
@@ -614,7 +618,7 @@ def _copy_out(source: Path, target: Path, stop: threading.Event) -> None:
 
 
 def _copy_chunks(src: BinaryIO, out: BinaryIO, stop: threading.Event, what: str) -> None:
-    while chunk := src.read(CHUNK_BYTES):
+    while chunk := src.read(DEFAULT_CHUNK_BYTES):
         if stop.is_set():
             raise ArtifactError(f"{what} was cancelled")
         out.write(chunk)

@@ -58,11 +58,10 @@ import time
 import zipfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol, cast
 
-from keystone_edge.artifacts.verify import RESERVED_PREFIX
+from keystone_edge.artifacts.verify import RESERVED_PREFIX, UnpackLimits
 from keystone_edge.errors import ArtifactError
 
 __all__ = ["ArchiveFormat", "UnpackLimits", "detect_format", "safe_unpack"]
@@ -90,14 +89,6 @@ _MAGIC: tuple[tuple[bytes, ArchiveFormat], ...] = (
     (b"PK\x05\x06", "zip"),  # an empty zip: just the end-of-central-directory record
     (b"\x1f\x8b\x08", "tar.gz"),
 )
-
-
-@dataclass(frozen=True, slots=True)
-class UnpackLimits:
-    """Bounds on what one archive may unpack to."""
-
-    max_bytes: int = 4 * 2**30  # 4 GiB of file data
-    max_entries: int = 100_000
 
 
 class _Reader(Protocol):

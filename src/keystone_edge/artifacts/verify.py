@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
+from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from keystone_edge.errors import ArtifactError
@@ -166,3 +167,11 @@ def verify_content(
     """
     check_size(uri, expected_size, size, source=source)
     check_digest(uri, expected_sha256, sha256, source=source)
+
+
+@dataclass(frozen=True, slots=True)
+class UnpackLimits:
+    """Bounds on what one archive may unpack to."""
+
+    max_bytes: int = 4 * 2**30  # 4 GiB of file data
+    max_entries: int = 100_000

@@ -1,7 +1,6 @@
-"""Deployments: the document, version resolution and the start plan."""
+"""Deployments: the document (:mod:`.document`), version resolution (:mod:`.resolve`), what
+changes (:mod:`.diff`), the engine (:mod:`.engine`) and crash recovery (:mod:`.recovery`).
 
-from __future__ import annotations
-
-from keystone_edge.deploy.resolve import Constraint, ConstraintKind, Plan, resolve
-
-__all__ = ["Constraint", "ConstraintKind", "Plan", "resolve"]
+Nothing is re-exported here on purpose: importing the engine must not load the resolver
+(and semantic_version with it), which an idle agent never needs.
+"""
