@@ -51,6 +51,7 @@ from keystone_edge.store import ComponentRecord, DeploymentRecord, StateStore
 if TYPE_CHECKING:
     from keystone_edge.api.artifacts import ArtifactInfo, GcOutcome
     from keystone_edge.artifacts import ArtifactCache
+    from keystone_edge.artifacts.fetch import FetchResult, ProgressCallback, ResumableFetcher
     from keystone_edge.artifacts.gc import Retention
     from keystone_edge.deploy.engine import DeploymentEngine
     from keystone_edge.observe.logs import LogSetup
@@ -134,15 +135,15 @@ class Agent:
         self._events = events = EventBus(first_id=store.last_event_id() + 1)
         events.subscribe(self._persist)
         self._watch(events)
-        watchdog = self._start_watchdog()
         settings = self.config.artifacts
         http = HttpFetcher(http_options(settings))  # httpcore is imported on first use
         self._cache = cache = ArtifactCache(
             self.layout.artifacts,
-            [LocalFetcher(), http],
+            [LocalFetcher(), _ReportedDownloads(http, events)],
             limits=UnpackLimits(max_bytes=int(settings.max_unpack_bytes)),
             partial_max_age=float(settings.partial_max_age),
         )
+        watchdog = self._start_watchdog()
         try:
             async with Supervisor(
                 events=events,
@@ -479,11 +480,24 @@ class Agent:
         for artifact in recipe.artifacts:
             from keystone_edge.artifacts.verify import public_uri
 
-            cached = await self._cache.ensure(
-                artifact,
-                search_dirs=search_dirs,
-                progress=partial(self._progress, recipe, public_uri(artifact.uri)),
-            )
+            uri = public_uri(artifact.uri)
+            try:
+                cached = await self._cache.ensure(
+                    artifact,
+                    search_dirs=search_dirs,
+                    progress=partial(self._progress, recipe, uri),
+                )
+            except Exception as exc:
+                # For metrics and logs; the reason is the error's stable code.
+                self.events.publish(
+                    "artifact.failed",
+                    component=recipe.name,
+                    version=recipe.version,
+                    uri=uri,
+                    reason=exc.code if isinstance(exc, KeyStoneError) else type(exc).__name__,
+                    error=str(exc),
+                )
+                raise
             await self._cache.materialize(cached, artifact, staging)
         await asyncio.to_thread(shutil.rmtree, dest, ignore_errors=True)
         staging.rename(dest)
@@ -610,6 +624,10 @@ class Agent:
             quota_bytes=quota,
             dry_run=dry_run,
         )
+        if not dry_run:
+            self.events.publish(
+                "artifact.gc", removed=len(report.removed), freed_bytes=report.freed_bytes
+            )
         return gc_outcome(report)
 
     async def _collect_garbage(self) -> None:
@@ -796,6 +814,62 @@ class Agent:
             log_disk_bytes=budget.used_bytes if budget is not None else None,
             log_disk_limit_bytes=budget.max_bytes if budget is not None else None,
         )
+
+
+class _ReportedDownloads:
+    """A network fetcher that reports each completed download as ``artifact.downloaded``.
+
+    Only downloads reach a fetcher (cache hits and local copies do not), so the event's
+    ``downloaded_bytes`` are bytes that came over the network; a download resumed after a
+    restart is counted whole, once, when it completes.
+    """
+
+    def __init__(self, fetcher: ResumableFetcher, events: EventBus) -> None:
+        self._fetcher = fetcher
+        self._events = events
+
+    @property
+    def schemes(self) -> frozenset[str]:
+        return self._fetcher.schemes
+
+    async def fetch(
+        self, uri: str, dest: Path, *, expected_sha256: str | None, expected_size: int | None
+    ) -> FetchResult:
+        result = await self._fetcher.fetch(
+            uri, dest, expected_sha256=expected_sha256, expected_size=expected_size
+        )
+        return self._report(uri, result)
+
+    async def fetch_resumable(
+        self,
+        uri: str,
+        dest: Path,
+        *,
+        expected_sha256: str,
+        expected_size: int | None,
+        partial: Path,
+        progress: ProgressCallback | None = None,
+    ) -> FetchResult:
+        result = await self._fetcher.fetch_resumable(
+            uri,
+            dest,
+            expected_sha256=expected_sha256,
+            expected_size=expected_size,
+            partial=partial,
+            progress=progress,
+        )
+        return self._report(uri, result)
+
+    def _report(self, uri: str, result: FetchResult) -> FetchResult:
+        from keystone_edge.artifacts.verify import public_uri
+
+        self._events.publish(
+            "artifact.downloaded",
+            uri=public_uri(uri),
+            sha256=result.sha256,
+            downloaded_bytes=result.size,
+        )
+        return result
 
 
 async def _first(event: Coroutine[Any, Any, Any], task: asyncio.Task[None]) -> None:

@@ -88,5 +88,11 @@ class Layout:
             path.mkdir(parents=True, exist_ok=True)
         for path in (self.components, self.artifacts, self.work):
             path.mkdir(parents=True, exist_ok=True)
-        # The socket directory is private to the agent (and its admin group).
+        # The socket directory is private to the agent (and its admin group). Components
+        # may run as other users (run_as): the state database, the agent's configuration
+        # and every component's logs are not theirs to read. runtime/ stays traversable:
+        # their artifacts and work directories are in there.
         self.run.chmod(0o750)
+        self.state_db.parent.chmod(0o700)
+        self.etc.chmod(0o750)
+        self.logs.chmod(0o750)

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from semantic_version import NpmSpec, Version
 
-from keystone_edge.deploy.resolve import Plan, resolve
 from keystone_edge.deploy.document import DeploymentDocument
+from keystone_edge.deploy.resolve import Plan, resolve
 from keystone_edge.errors import ResolutionError
 from keystone_edge.recipe.model import Recipe
 

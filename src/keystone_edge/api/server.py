@@ -90,6 +90,8 @@ class ApiLimits:
 
 _encode = msgspec.json.Encoder(enc_hook=str).encode
 _TEXT = "text/plain; charset=utf-8"
+# Prometheus' classic text format, which every Prometheus 2.x parses.
+_METRICS = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class JsonResponse(Response):
@@ -318,6 +320,8 @@ class _Api:
         dep = "{id:keystone_ref}"
         return [
             route("/healthz", self.health, "GET"),
+            route("/readyz", self.readiness, "GET"),
+            route("/metrics", self.metrics, "GET"),
             route("/v1/components", self.list_components, "GET"),
             route(f"/v1/components/{ref}", self.get_component, "GET"),
             route(f"/v1/components/{ref}:{{action}}", self.component_action, "POST"),
@@ -332,6 +336,13 @@ class _Api:
 
     async def health(self, _request: Request) -> Response:
         return JsonResponse(self.control.health())
+
+    async def readiness(self, _request: Request) -> Response:
+        report = await self.control.readiness()
+        return JsonResponse(report, status_code=200 if report.ready else 503)
+
+    async def metrics(self, _request: Request) -> Response:
+        return Response(await self.control.metrics(), media_type=_METRICS)
 
     # components
 

@@ -16,6 +16,7 @@ from keystone_edge.isolation.cgroups import (
     CgroupManager,
     CgroupPlan,
     detect_layout,
+    reclaim,
 )
 from keystone_edge.isolation.host import HostFacts, probe_host
 from keystone_edge.isolation.policy import (
@@ -42,6 +43,7 @@ from keystone_edge.isolation.spawn import (
     parse_status,
     read_status,
     release,
+    script_policy,
     wrap_argv,
 )
 
@@ -73,6 +75,8 @@ __all__ = [
     "policy_for",
     "probe_host",
     "read_status",
+    "reclaim",
     "release",
+    "script_policy",
     "wrap_argv",
 ]

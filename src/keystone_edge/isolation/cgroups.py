@@ -46,7 +46,9 @@ __all__ = [
     "detect_layout",
     "oom_kills",
     "pids_max_hits",
+    "prime_migration",
     "procs",
+    "reclaim",
     "remove",
 ]
 
@@ -476,6 +478,61 @@ class CgroupManager:
         return f"moved the agent into {leaf}"
 
 
+def reclaim(parent: str = "keystone") -> list[str]:
+    """At agent start: on cgroup v2 move the agent out of its own cgroup (see
+    :meth:`CgroupManager.delegate`), then kill and remove every component cgroup under
+    ``parent`` that a previous agent left behind. Returns what it did, for the log.
+
+    Blocking; an error moving the agent is reported in the notes, not raised.
+    """
+    notes: list[str] = []
+    manager = CgroupManager(detect_layout(), parent=parent)
+    unified = manager.layout.unified
+    # Only where there is something to delegate and the right to do it (an agent without
+    # root on a host whose cgroups were not delegated to it has nothing to sweep either).
+    if unified is not None and os.access(manager.owner(unified), os.W_OK):
+        try:
+            moved = manager.delegate()
+        except OSError as exc:
+            notes.append(f"cgroup delegation failed: {exc.strerror or exc}")
+        else:
+            if moved:
+                notes.append(moved)
+                manager = CgroupManager(detect_layout(), parent=parent)  # our cgroup moved
+    swept = manager.sweep()
+    if swept:
+        notes.append(f"removed cgroups left by a previous agent: {', '.join(swept)}")
+    manager.prune()
+    return notes
+
+
+def _own_procs_file() -> str | None:
+    """``cgroup.procs`` of the cgroup the agent itself is in now (read afresh: moving the
+    agent back into a cgroup it has left would be anything but a no-op)."""
+    for h in detect_layout().hierarchies:
+        path = f"{h.mount}{h.own}/cgroup.procs"
+        if os.access(path, os.W_OK):
+            return path
+    return None
+
+
+def prime_migration() -> None:
+    """Pay for the next cgroup migration now, while the launcher's interpreter starts.
+
+    Joining a cgroup takes the kernel's global ``cgroup_threadgroup_rwsem`` for writing,
+    which waits for an RCU grace period when no migration happened lately: 8-12 ms on an
+    idle host (the launcher pays it writing ``cgroup.procs``), nothing right after another
+    migration. Writing the agent's own PID into the cgroup it already is in changes
+    nothing but takes that lock; done in a worker thread alongside the launcher's start
+    (about as long), the launcher's own join finds it fast. Best effort: errors are ignored.
+    """
+    path = _own_procs_file()
+    if path is None:
+        return
+    with contextlib.suppress(OSError):
+        Path(path).write_text(str(os.getpid()))
+
+
 def _is_v2(path: str) -> bool:
     return Path(path, "cgroup.kill").exists() or Path(path, "cgroup.events").exists()
 
@@ -586,4 +643,22 @@ def remove(plan: CgroupPlan, *, timeout: float = 5.0) -> list[int]:
                 if exc.errno != errno.EBUSY or time.monotonic() >= deadline:
                     return sorted(procs(plan))
                 time.sleep(delay)
+    _prune_parents(plan)
     return []
+
+
+def _prune_parents(plan: CgroupPlan) -> None:
+    """Remove the parent directories (``keystone/...``) the last component leaves empty.
+
+    The launcher recreates them (and retries when one vanishes under it); a parent that
+    still has children refuses with EBUSY, which ends the walk.
+    """
+    depth = plan.relpath.count("/")
+    for d in plan.dirs:
+        parent = Path(d.path)
+        for _ in range(depth):
+            parent = parent.parent
+            try:
+                parent.rmdir()
+            except OSError:
+                break

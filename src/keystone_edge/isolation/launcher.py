@@ -301,10 +301,18 @@ class _Launch:
     def _prepare_cgroup(self, d: dict[str, Any]) -> None:
         path: str = d["path"]
         try:
-            os.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-            for control_file, value in d["enable"]:
-                _write_file(control_file, value.encode())
-            _fresh_cgroup(path)
+            for attempt in range(3):
+                try:
+                    os.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+                    for control_file, value in d["enable"]:
+                        _write_file(control_file, value.encode())
+                    _fresh_cgroup(path)
+                    break
+                except FileNotFoundError:
+                    # The agent removes a parent (keystone/) when its last component
+                    # stops; it may vanish between makedirs and mkdir.
+                    if attempt == 2:
+                        raise
         except _Stale as stale:
             self.gap("cgroup", "resources", str(stale))
         except OSError as exc:

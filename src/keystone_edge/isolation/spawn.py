@@ -46,7 +46,7 @@ from keystone_edge.isolation.launcher import (
     EXIT_NOT_FOUND,
     PLAN_VERSION,
 )
-from keystone_edge.isolation.policy import IsolationPolicy
+from keystone_edge.isolation.policy import IsolationPolicy, Namespaces
 from keystone_edge.isolation.seccomp import SeccompProfile, compile_filter
 
 __all__ = [
@@ -64,6 +64,7 @@ __all__ = [
     "parse_status",
     "read_status",
     "release",
+    "script_policy",
     "wrap_argv",
 ]
 
@@ -134,15 +135,68 @@ def _syscall_number(arch: str | None, name: str) -> int:
     return SYSCALLS[arch].get(name, -1)
 
 
-def needs_launcher(policy: IsolationPolicy) -> bool:
-    """False when the launcher would have nothing to do (the runner may exec directly).
+@functools.cache
+def _agent_capabilities() -> int:
+    try:
+        return _caps.read_capabilities("self").effective
+    except OSError:
+        return 0
 
-    Only privileged runs (install scripts with ``require_privilege``) without limits
-    qualify: every other run at least drops capabilities.
+
+def needs_launcher(policy: IsolationPolicy) -> bool:
+    """False when the launcher would change nothing (the runner may exec directly).
+
+    A cgroup without limits only tracks the component's processes: it comes along when
+    the launcher runs anyway, but is no reason to start one. Capabilities change nothing
+    when the kept set covers what the agent holds (and the whole bounding set when that
+    is to be reduced). So the direct path is for privileged runs without limits, and for
+    runs that ask for nothing at all: no run_as, limits, files, namespaces, AppArmor or
+    seccomp, ``no_new_privileges = false``, and (for an agent running as root) every
+    capability kept.
     """
-    if not policy.privileged:
+    if (
+        policy.identity is not None
+        or policy.rlimits
+        or policy.nice is not None
+        or policy.ioprio is not None
+        or policy.files
+        or policy.namespaces.any
+        or policy.apparmor_profile is not None
+        or policy.seccomp is not None
+        or (policy.cgroup is not None and policy.cgroup.limits.requested())
+    ):
         return True
-    return bool(policy.cgroup or policy.rlimits or policy.nice is not None or policy.files)
+    if policy.privileged:
+        return False  # keeps the agent's capabilities, no no_new_privs
+    if policy.no_new_privileges:
+        return True
+    kept = _caps.mask_of(policy.capabilities)
+    everything = (1 << (_cap_last() + 1)) - 1
+    if policy.drop_bounding and kept & everything != everything:
+        return True
+    return bool(_agent_capabilities() & ~kept)
+
+
+def script_policy(policy: IsolationPolicy, label: str) -> IsolationPolicy:
+    """``policy`` for one of the component's scripts (``install``, ``shutdown``, ``probe``).
+
+    Same identity, capabilities, seccomp, rlimits and limits, but in a cgroup of its own
+    beside the workload's (``<component>@<label>``): the launcher recreates a cgroup for
+    every run and refuses one that still holds processes, and the workload may be running.
+    No private namespaces: a fresh PID or network namespace would cut the script off from
+    the workload it serves (a ``cmd:`` probe could not reach its port).
+    """
+    if not label.isidentifier():
+        raise ValueError(f"invalid script label {label!r}")
+    cgroup = policy.cgroup
+    if cgroup is not None:
+        suffix = "@" + label
+        cgroup = msgspec.structs.replace(
+            cgroup,
+            relpath=cgroup.relpath + suffix,
+            dirs=tuple(msgspec.structs.replace(d, path=d.path + suffix) for d in cgroup.dirs),
+        )
+    return msgspec.structs.replace(policy, cgroup=cgroup, namespaces=Namespaces())
 
 
 def launch_plan(policy: IsolationPolicy) -> dict[str, Any]:

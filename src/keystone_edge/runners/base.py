@@ -12,9 +12,13 @@ is deliberately small so that a container runner can drop in beside
   the :class:`LaunchSpec`.
 
 Specs carry user and group *names* (``None`` = keep the agent's identity); resolving them
-and refusing what the agent may not do is the runner's job. Runners raise
-:class:`~keystone_edge.errors.ComponentError` for anything that prevents a start, with
-``OSError`` and friends wrapped once, here at the boundary.
+and refusing what the agent may not do is the runner's job. A spec may instead carry an
+:class:`~keystone_edge.isolation.IsolationPolicy` (identity, limits, capabilities,
+seccomp, namespaces, all resolved by the agent): then the policy decides who the process
+runs as and ``user``/``group`` must be ``None``. Runners raise
+:class:`~keystone_edge.errors.ComponentError` for anything that prevents a start, the
+isolation launcher's failures included, with ``OSError`` and friends wrapped once, here at
+the boundary.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import TYPE_CHECKING, Protocol
 from keystone_edge.units import Duration
 
 if TYPE_CHECKING:
+    from keystone_edge.isolation import IsolationPolicy
     from keystone_edge.runners.logfile import RotatingLog
 
 __all__ = [
@@ -43,10 +48,18 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ExitStatus:
-    """How a process ended: an exit ``code``, or the ``signal`` that killed it."""
+    """How a process ended: an exit ``code``, or the ``signal`` that killed it.
+
+    An isolated process may say more: ``detail`` replaces the plain description when the
+    exit had a cause the plain code hides ("killed by the OOM killer (memory_limit
+    64Mi)", a fork refused by ``pids_limit``, the launcher failing before the workload).
+    """
 
     code: int | None
     signal: int | None = None
+    detail: str | None = None
+    oom_killed: bool = False  # the component's memory cgroup counted an OOM kill
+    pids_limit_hits: int = 0  # forks refused because the component reached pids_limit
 
     @classmethod
     def from_returncode(cls, returncode: int) -> ExitStatus:
@@ -64,7 +77,9 @@ class ExitStatus:
         return -self.signal if self.signal is not None else (self.code or 0)
 
     def describe(self) -> str:
-        """ "exited with code 1" or "killed by signal 9 (SIGKILL)"."""
+        """ "exited with code 1" or "killed by signal 9 (SIGKILL)" (or the ``detail``)."""
+        if self.detail:
+            return self.detail
         if self.signal is not None:
             try:
                 name = _signal.Signals(self.signal).name
@@ -118,6 +133,7 @@ class ScriptSpec:
     group: str | None = None
     log: RotatingLog | None = None  # also copy the output into the component's log
     label: str = "script"  # stream marker in that log: install, shutdown, probe
+    isolation: IsolationPolicy | None = None  # run through the launcher under this policy
 
 
 @dataclass(frozen=True)
@@ -131,6 +147,7 @@ class LaunchSpec:
     user: str | None = None
     group: str | None = None
     log: RotatingLog | None = None  # None discards the output
+    isolation: IsolationPolicy | None = None  # run through the launcher under this policy
 
 
 class ProcessHandle(Protocol):
@@ -142,6 +159,11 @@ class ProcessHandle(Protocol):
     @property
     def returncode(self) -> int | None:
         """``None`` while running; afterwards like :mod:`subprocess` (negative = signal)."""
+        ...
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Isolation controls not enforced for this run ("control: why"); best effort."""
         ...
 
     async def wait(self) -> ExitStatus:

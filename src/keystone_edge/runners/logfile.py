@@ -18,6 +18,9 @@ Rules:
 - Writing happens inline in the event loop (append to a local file, one ``write`` per
   chunk). A failing disk must not hurt the component: ``OSError`` drops the data and is
   logged once until writes succeed again.
+- An optional :class:`LogObserver` hears of every chunk written and every rotation (the
+  agent's disk budget across all logs and the forwarding of component output to log
+  sinks hook in there); an observer that raises is logged and never hurts the writer.
 - :func:`tail` reads files backwards in blocks, crossing into rotated files only as far
   as needed; :func:`follow` polls (a short sleep) only while someone is following, and
   notices rotation and truncation.
@@ -32,13 +35,23 @@ import os
 import time
 from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
-__all__ = ["LogStream", "RotatingLog", "follow", "tail"]
+__all__ = ["LogObserver", "LogStream", "RotatingLog", "follow", "tail"]
 
 log = logging.getLogger(__name__)
 
 _CUT = b" [truncated]"
+
+
+class LogObserver(Protocol):
+    def written(self, log: RotatingLog, data: bytes) -> None:
+        """``data`` (whole framed lines) was appended to ``log``."""
+        ...
+
+    def rotated(self, log: RotatingLog) -> None:
+        """``log`` was rotated (its oldest backup, if any, was dropped)."""
+        ...
 
 
 class RotatingLog:
@@ -52,6 +65,7 @@ class RotatingLog:
         *,
         max_line_bytes: int = 16 * 1024,
         wallclock: Callable[[], float] = time.time,
+        observer: LogObserver | None = None,
     ) -> None:
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be positive, got {max_bytes}")
@@ -62,6 +76,7 @@ class RotatingLog:
         self.backups = backups
         self.max_line_bytes = max_line_bytes
         self._wallclock = wallclock
+        self.observer = observer
         self._file: BinaryIO | None = None
         self._size = 0
         self._failing = False
@@ -95,10 +110,23 @@ class RotatingLog:
             if self._failing:
                 self._failing = False
                 log.info("writing %s again", self.path)
+            if self.observer is not None:
+                self._notify(self.observer.written, data)
 
     def close(self) -> None:
         self._closed = True
         self._close_file()
+
+    @property
+    def is_open(self) -> bool:
+        """Whether this log holds its file open (it has written since it was created)."""
+        return self._file is not None
+
+    def _notify(self, hook: Callable[..., None], *args: object) -> None:
+        try:
+            hook(self, *args)
+        except Exception:
+            log.exception("log observer failed on %s", self.path)
 
     def timestamp(self) -> bytes:
         """``2025-01-31T12:00:00.123Z`` for now (the formatted second is cached)."""
@@ -148,6 +176,8 @@ class RotatingLog:
                     source.replace(_rotated(self.path, index))
             self._file = self.path.open("ab")
         self._size = 0
+        if self.observer is not None:
+            self._notify(self.observer.rotated)
         return self._file
 
     def _close_file(self) -> None:

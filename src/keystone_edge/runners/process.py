@@ -21,11 +21,24 @@ Rules:
 - ``run_as`` is ``user`` or ``user:group``; the supplementary groups are the user's
   (``os.getgrouplist``) and HOME, USER and LOGNAME describe that user. An agent that is
   not root can only run components as itself, and says so.
+- A spec with an :class:`~keystone_edge.isolation.IsolationPolicy` runs through the
+  isolation launcher (unless :func:`~keystone_edge.isolation.needs_launcher` says it would
+  change nothing): the launcher joins the cgroups, applies the limits, namespaces,
+  identity, capabilities and seccomp filter, then execs the workload. The launcher
+  switches identity itself, so it is spawned without ``user``/``group``. The runner reads
+  its status pipe until EOF (the exec): an error there is a failed start
+  (:class:`~keystone_edge.errors.ComponentError` with the launcher's message, exit code
+  125, 126 or 127), warnings go to :attr:`Process.warnings`.
+- After an isolated process exits, the exit is reported only once the OOM and pids
+  counters are read and the cgroup is removed (in a worker thread), so a restart never
+  meets the previous run's cgroup, and an OOM kill reads "killed by the OOM killer
+  (memory_limit 64Mi)" instead of "killed by signal 9".
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import grp
 import logging
 import os
@@ -37,11 +50,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from keystone_edge.errors import ComponentError
 from keystone_edge.runners.base import ExitStatus, LaunchSpec, ScriptResult, ScriptSpec
 from keystone_edge.units import Duration
+
+if TYPE_CHECKING:
+    from keystone_edge.isolation import IsolationPolicy, LaunchStatus
 
 __all__ = [
     "Identity",
@@ -56,6 +72,9 @@ log = logging.getLogger(__name__)
 # After the leader exits (and its group is killed) the pipes normally hit EOF within
 # microseconds; this bounds the wait when a process escaped the group and still holds them.
 _DRAIN_GRACE = 1.0
+# The launcher reaches the workload's exec in ~10 ms; one that has not after this long is
+# stuck (a cgroup write that blocks, a hung NFS work dir) and is killed.
+_LAUNCH_TIMEOUT = 30.0
 
 
 def install_child_watcher() -> bool:
@@ -167,16 +186,27 @@ class _Tail:
 
 
 class _ChildProtocol(asyncio.SubprocessProtocol):
-    """Loop callbacks for one child: output into sinks, exit into a future."""
+    """Loop callbacks for one child: output into sinks, exit into a future.
 
-    def __init__(self, name: str, sinks: dict[int, list[_Sink]]) -> None:
+    With an isolation ``policy`` the exit is only reported once :meth:`launched` has
+    delivered the launcher's status and the cleanup (OOM counter, cgroup removal) has run
+    in a worker thread: whoever waits for the exit may start the next run at once.
+    """
+
+    def __init__(
+        self, name: str, sinks: dict[int, list[_Sink]], policy: IsolationPolicy | None = None
+    ) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._name = name
         self._sinks = sinks
+        self._policy = policy
         self.transport: asyncio.SubprocessTransport | None = None
-        self.exited: asyncio.Future[int] = loop.create_future()
+        self.exited: asyncio.Future[ExitStatus] = loop.create_future()
         self.finished: asyncio.Future[None] = loop.create_future()  # exited and pipes closed
+        self._status: asyncio.Future[LaunchStatus] | None = (
+            loop.create_future() if policy is not None else None
+        )
         self._close_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -190,6 +220,11 @@ class _ChildProtocol(asyncio.SubprocessProtocol):
         for sink in self._sinks.get(fd, ()):
             sink.close()
 
+    def launched(self, status: LaunchStatus) -> None:
+        """The launcher's status pipe reached EOF (call exactly once, isolated runs only)."""
+        assert self._status is not None
+        self._status.set_result(status)
+
     def process_exited(self) -> None:
         assert self.transport is not None
         pid = self.transport.get_pid()
@@ -200,9 +235,28 @@ class _ChildProtocol(asyncio.SubprocessProtocol):
         # been reused: Linux keeps a pid allocated while it is still some group's id.
         if _signal_group(pid, signal.SIGKILL):
             log.info("%s: killed the processes PID %d left in its group", self._name, pid)
-        self.exited.set_result(returncode)
+        if self._status is None:
+            self.exited.set_result(ExitStatus.from_returncode(returncode))
+        else:
+            self._status.add_done_callback(functools.partial(self._clean_up, returncode))
         if not self.finished.done():
             self._close_timer = self._loop.call_later(_DRAIN_GRACE, self._finish)
+
+    def _clean_up(self, returncode: int, status: asyncio.Future[LaunchStatus]) -> None:
+        assert self._policy is not None
+        policy, name = self._policy, self._name
+        future = self._loop.run_in_executor(
+            None, _isolated_exit, name, policy, returncode, status.result()
+        )
+        future.add_done_callback(functools.partial(self._cleaned, returncode))
+
+    def _cleaned(self, returncode: int, future: asyncio.Future[ExitStatus]) -> None:
+        try:
+            result = future.result()
+        except Exception:  # the exit itself must still be reported
+            log.exception("%s: cleaning up after the exit failed", self._name)
+            result = ExitStatus.from_returncode(returncode)
+        self.exited.set_result(result)
 
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002
         self._finish()
@@ -220,6 +274,36 @@ class _ChildProtocol(asyncio.SubprocessProtocol):
             self.finished.set_result(None)
 
 
+def _isolated_exit(
+    name: str, policy: IsolationPolicy, returncode: int, status: LaunchStatus
+) -> ExitStatus:
+    """What an isolated run's exit means; removes its cgroups (blocking: a worker thread)."""
+    from keystone_edge.isolation import finish
+
+    report = finish(policy, returncode, status)
+    if report.leftover_pids:
+        log.warning(
+            "%s: processes %s survived the removal of its cgroup",
+            name,
+            ", ".join(map(str, report.leftover_pids)),
+        )
+    plain = ExitStatus.from_returncode(returncode)
+    detail: str | None = None
+    if report.reason in ("oom_killed", "isolation_failed", "exec_failed"):
+        detail = report.message
+    elif report.pids_limit_hits and not plain.ok and policy.cgroup is not None:
+        limit = policy.cgroup.limits.pids_max
+        times = "once" if report.pids_limit_hits == 1 else f"{report.pids_limit_hits} times"
+        detail = f"{plain.describe()} (forks refused {times}: pids_limit {limit} reached)"
+    return ExitStatus(
+        code=plain.code,
+        signal=plain.signal,
+        detail=detail,
+        oom_killed=report.reason == "oom_killed",
+        pids_limit_hits=report.pids_limit_hits,
+    )
+
+
 def _signal_group(pgid: int, sig: int) -> bool:
     """Signal a process group; False when it no longer exists."""
     try:
@@ -235,12 +319,20 @@ def _signal_group(pgid: int, sig: int) -> bool:
 class Process:
     """A running workload: the leader of its own process group."""
 
-    def __init__(self, name: str, argv: Sequence[str], protocol: _ChildProtocol) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        protocol: _ChildProtocol,
+        *,
+        warnings: tuple[str, ...] = (),
+    ) -> None:
         assert protocol.transport is not None
         self.name = name
         self.argv = tuple(argv)
         self._protocol = protocol
         self._pid = protocol.transport.get_pid()
+        self._warnings = warnings
 
     @property
     def pid(self) -> int:
@@ -249,14 +341,18 @@ class Process:
     @property
     def returncode(self) -> int | None:
         exited = self._protocol.exited
-        return exited.result() if exited.done() else None
+        return exited.result().returncode if exited.done() else None
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return self._warnings
 
     async def wait(self) -> ExitStatus:
         exited = self._protocol.exited
         if not exited.done():
             # Shielded: a waiter that times out must not cancel the exit for everyone else.
             await asyncio.shield(exited)
-        return ExitStatus.from_returncode(exited.result())
+        return exited.result()
 
     async def stop(self, grace: float) -> ExitStatus:
         if self.returncode is None:
@@ -284,11 +380,10 @@ class Process:
         await asyncio.shield(self._protocol.finished)
 
     def __repr__(self) -> str:
-        returncode = self.returncode
-        if returncode is None:
+        exited = self._protocol.exited
+        if not exited.done():
             return f"<Process {self.name!r}: running with PID {self._pid}>"
-        status = ExitStatus.from_returncode(returncode).describe()
-        return f"<Process {self.name!r}: PID {self._pid} {status}>"
+        return f"<Process {self.name!r}: PID {self._pid} {exited.result().describe()}>"
 
 
 class ProcessRunner:
@@ -302,7 +397,7 @@ class ProcessRunner:
         return "ProcessRunner()"
 
     async def run_script(self, spec: ScriptSpec) -> ScriptResult:
-        identity = resolve_run_as(spec.user, spec.group, euid=self._euid)
+        identity = self._identity(spec.name, spec.user, spec.group, spec.isolation)
         tail = _Tail(self._tail_bytes)
         sinks: list[_Sink] = [tail]
         if spec.log is not None:
@@ -314,6 +409,7 @@ class ProcessRunner:
             cwd=spec.cwd,
             env=dict(spec.env),
             identity=identity,
+            policy=spec.isolation,
             sinks={1: sinks},
             merge_stderr=True,
         )
@@ -348,7 +444,7 @@ class ProcessRunner:
         )
 
     async def start(self, spec: LaunchSpec) -> Process:
-        identity = resolve_run_as(spec.user, spec.group, euid=self._euid)
+        identity = self._identity(spec.name, spec.user, spec.group, spec.isolation)
         sinks: dict[int, list[_Sink]] = {}
         if spec.log is not None:
             sinks = {1: [spec.log.stream("out")], 2: [spec.log.stream("err")]}
@@ -358,9 +454,23 @@ class ProcessRunner:
             cwd=spec.cwd,
             env=dict(spec.env),
             identity=identity,
+            policy=spec.isolation,
             sinks=sinks,
             merge_stderr=False,
         )
+
+    def _identity(
+        self, name: str, user: str | None, group: str | None, policy: IsolationPolicy | None
+    ) -> Identity | None:
+        if policy is None:
+            return resolve_run_as(user, group, euid=self._euid)
+        if user is not None or group is not None:
+            raise ComponentError(
+                f"{name}: run_as is decided by the isolation policy; the spec must not "
+                f"also name a user or group (got {user}:{group})",
+                component=name,
+            )
+        return None
 
     async def _spawn(
         self,
@@ -370,13 +480,32 @@ class ProcessRunner:
         cwd: Path,
         env: dict[str, str],
         identity: Identity | None,
+        policy: IsolationPolicy | None,
         sinks: dict[int, list[_Sink]],
         merge_stderr: bool,
     ) -> Process:
         if not argv:
             raise ComponentError(f"{name}: nothing to run (empty command)", component=name)
+        # Controls the agent already knew it could not enforce (best effort).
+        warnings = tuple(f"{w.control}: {w.message}" for w in policy.warnings) if policy else ()
+        if policy is not None:
+            from keystone_edge.isolation import needs_launcher
+
+            if not needs_launcher(policy):
+                policy = None  # nothing to enforce: the plain, fast path
         options: dict[str, Any] = {}
-        if identity is not None:
+        command = list(argv)
+        status_r = status_w = -1
+        if policy is not None:
+            from keystone_edge.isolation import wrap_argv
+
+            status_r, status_w = os.pipe2(os.O_CLOEXEC)
+            command = wrap_argv(policy, argv, status_fd=status_w)
+            options["pass_fds"] = (status_w,)
+            who = policy.identity
+            if who is not None:
+                env.update(HOME=who.home, USER=who.user, LOGNAME=who.user)
+        elif identity is not None:
             options.update(
                 user=identity.uid, group=identity.gid, extra_groups=list(identity.groups)
             )
@@ -389,8 +518,8 @@ class ProcessRunner:
         loop = asyncio.get_running_loop()
         try:
             _, protocol = await loop.subprocess_exec(
-                lambda: _ChildProtocol(name, sinks),
-                *argv,
+                lambda: _ChildProtocol(name, sinks, policy),
+                *command,
                 stdin=subprocess.DEVNULL,
                 stdout=stdout,
                 stderr=stderr,
@@ -399,13 +528,71 @@ class ProcessRunner:
                 process_group=0,
                 **options,
             )
-        except OSError as exc:
-            where = f": {exc.filename}" if exc.filename else ""
-            raise ComponentError(
-                f"{name}: cannot start {argv[0]}: {exc.strerror or exc}{where}", component=name
-            ) from exc
-        except ValueError as exc:  # e.g. a NUL byte in an argument or the environment
-            raise ComponentError(f"{name}: cannot start {argv[0]}: {exc}", component=name) from exc
-        process = Process(name, argv, protocol)
+        except (OSError, ValueError) as exc:
+            if status_r >= 0:
+                os.close(status_r)
+            if isinstance(exc, ValueError):  # e.g. a NUL byte in an argument or the environment
+                message = f"{name}: cannot start {argv[0]}: {exc}"
+            else:
+                where = f": {exc.filename}" if exc.filename else ""
+                message = f"{name}: cannot start {argv[0]}: {exc.strerror or exc}{where}"
+            raise ComponentError(message, component=name) from exc
+        finally:
+            if status_w >= 0:
+                os.close(status_w)  # the launcher holds the only write end now
+        if policy is None:
+            process = Process(name, argv, protocol, warnings=warnings)
+        else:
+            primed = None
+            if policy.cgroup is not None:
+                from keystone_edge.isolation.cgroups import prime_migration
+
+                # Overlaps the kernel's wait before a cgroup migration with the launcher's
+                # interpreter start-up (see prime_migration): ~10 ms less per start.
+                primed = loop.run_in_executor(None, prime_migration)
+            try:
+                process = await self._launched(name, argv, protocol, status_r, warnings)
+            finally:
+                if primed is not None:
+                    await primed
         log.debug("%s: started %s", name, process)
+        return process
+
+    async def _launched(
+        self,
+        name: str,
+        argv: Sequence[str],
+        protocol: _ChildProtocol,
+        status_r: int,
+        warnings: tuple[str, ...],
+    ) -> Process:
+        """Wait for the launcher to exec the workload; a failure becomes a ComponentError."""
+        from keystone_edge.isolation import LaunchMessage, LaunchStatus, read_status
+
+        assert protocol.transport is not None
+        pid = protocol.transport.get_pid()
+        status = LaunchStatus()
+        try:
+            async with asyncio.timeout(_LAUNCH_TIMEOUT):
+                status = await read_status(status_r)
+        except TimeoutError:
+            _signal_group(pid, signal.SIGKILL)
+            limit = Duration(_LAUNCH_TIMEOUT).text
+            message = f"the launcher did not reach the exec within {limit}"
+            status = LaunchStatus(messages=(LaunchMessage("error", "launcher", "", message),))
+        except BaseException:
+            _signal_group(pid, signal.SIGKILL)  # cancelled: no half-isolated process is left
+            raise
+        finally:
+            protocol.launched(status)  # the exit's cleanup waits for this
+        warnings += tuple(f"{m.control}: {m.message}" for m in status.warnings)
+        process = Process(name, argv, protocol, warnings=warnings)
+        if status.error is not None:
+            ended = await process.wait()
+            raise ComponentError(
+                f"{name}: {ended.detail or status.error.message}",
+                component=name,
+                exit_code=ended.code,
+                signal=ended.signal,
+            )
         return process

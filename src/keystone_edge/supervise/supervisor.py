@@ -30,6 +30,16 @@ starts, watches, restarts and stops components through a
 - A process is *ready* when its first probe passes or, without a probe, once it stayed up
   ``run.start_period`` (at once when that is 0). A component with no ``lifecycle.run`` is
   RUNNING and ready at once, with no process.
+- Isolation is decided before the supervisor sees a plan: ``RunPlan.isolation`` is the
+  policy the agent resolved for this host (identity, limits, capabilities, seccomp,
+  namespaces), passed to the runner for the workload and, in a cgroup of their own and
+  without namespaces, for its install/shutdown scripts and ``cmd:`` probes.
+  ``RunPlan.isolation_error`` (a strict-mode gap, a missing ``run_as`` user) makes every
+  spawn fail with that reason: SPAWN_FAILED, never a crash loop. Controls skipped in
+  best-effort mode are published once per version as ``component.isolation`` and kept in
+  :attr:`ComponentStatus.isolation_warnings`; an OOM kill or a fork refused by
+  ``pids_limit`` is published as ``component.oom`` / ``component.pids_limit`` before the
+  state change it causes, and counts as a failure for the restart policy.
 - A component's processes get a small environment: ``PATH``, ``HOME`` and ``LANG`` from
   the agent, then the recipe's ``exec.env``, then the plan's ``env``. They run in
   ``plan.cwd`` (default ``work_dir``), or ``exec.working_dir`` relative to it; a relative
@@ -47,7 +57,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from keystone_edge.errors import ComponentError, InvalidTransition, NotFound
 from keystone_edge.observe.events import EventBus
@@ -61,13 +71,16 @@ from keystone_edge.runners.base import (
     ScriptSpec,
     split_run_as,
 )
-from keystone_edge.runners.logfile import RotatingLog
+from keystone_edge.runners.logfile import LogObserver, RotatingLog
 from keystone_edge.runners.process import resolve_run_as
 from keystone_edge.supervise.backoff import DontRestart, GiveUp, Restart, RestartTracker
 from keystone_edge.supervise.clock import Clock, SystemClock
 from keystone_edge.supervise.health import HealthCheck, HealthStatus, HealthTracker, Verdict, probe
 from keystone_edge.supervise.lifecycle import ACTIVE_STATES, State, Trigger, apply
 from keystone_edge.units import Duration
+
+if TYPE_CHECKING:
+    from keystone_edge.isolation import IsolationPolicy
 
 __all__ = ["ComponentStatus", "RunPlan", "Supervisor"]
 
@@ -88,6 +101,13 @@ class RunPlan:
     work_dir: Path  # runtime/work/<name>; created (and given to run_as) on install
     env: Mapping[str, str] = field(default_factory=dict)  # KEYSTONE_COMPONENT, ...
     cwd: Path | None = None  # where processes run; None = work_dir
+    # The workload's isolation (also its scripts' and probes', see _script_spec); None:
+    # plain processes as the runner makes them (run_as by name).
+    isolation: IsolationPolicy | None = None
+    # For an install script with require_privilege: limits only, the agent's identity.
+    privileged_isolation: IsolationPolicy | None = None
+    # Why this component cannot be isolated as asked: every spawn fails with it.
+    isolation_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +122,7 @@ class ComponentStatus:
     ready: bool
     since: float  # monotonic time of the last state change
     health: HealthStatus | None  # None when the recipe has no health check
+    isolation_warnings: tuple[str, ...] = ()  # controls skipped in the last start
 
 
 class _Component:
@@ -124,6 +145,8 @@ class _Component:
         self.intent: str | None = None  # an operator operation owns the next exit
         self.kill_cause: str | None = None  # why the supervisor killed the current process
         self.pending: RunPlan | None = None  # installed while active; takes over at stop
+        self.isolation_warnings: tuple[str, ...] = ()  # of the last start
+        self.published_warnings: tuple[str, tuple[str, ...]] | None = None  # (version, ...)
         self.lock = asyncio.Lock()
         self.changed = asyncio.Event()  # set (and replaced) on every state change
 
@@ -147,6 +170,7 @@ class Supervisor:
         log_dir: Path,
         log_max_bytes: int,
         log_backups: int,
+        log_observer: LogObserver | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -155,6 +179,7 @@ class Supervisor:
         self._log_dir = log_dir
         self._log_max_bytes = log_max_bytes
         self._log_backups = log_backups
+        self._log_observer = log_observer  # disk budget, forwarding to log sinks
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._rng = rng
         self._components: dict[str, _Component] = {}
@@ -343,6 +368,7 @@ class Supervisor:
             ready=comp.ready,
             since=comp.since,
             health=comp.health,
+            isolation_warnings=comp.isolation_warnings,
         )
 
     def statuses(self) -> list[ComponentStatus]:
@@ -434,10 +460,48 @@ class Supervisor:
 
     async def _spawn(self, comp: _Component) -> ProcessHandle:
         try:
-            return await self._runner.start(self._launch_spec(comp))
+            handle = await self._runner.start(self._launch_spec(comp))
         except ComponentError as exc:
             self._transition(comp, Trigger.SPAWN_FAILED, str(exc))
             raise
+        self._note_isolation(comp, handle.warnings)
+        return handle
+
+    def _note_isolation(self, comp: _Component, warnings: tuple[str, ...]) -> None:
+        """Keep the controls this start skipped; publish them once per version."""
+        comp.isolation_warnings = warnings
+        published = (comp.plan.version, warnings)
+        if warnings and comp.published_warnings != published:
+            comp.published_warnings = published
+            self._events.publish(
+                "component.isolation",
+                component=comp.name,
+                version=comp.plan.version,
+                level="warning",
+                warnings=list(warnings),
+            )
+
+    def _report_limits(self, comp: _Component, status: ExitStatus) -> None:
+        """An exit caused by a resource limit gets an event of its own."""
+        isolation = comp.plan.isolation
+        cgroup = isolation.cgroup if isolation is not None else None
+        if status.oom_killed:
+            self._events.publish(
+                "component.oom",
+                component=comp.name,
+                version=comp.plan.version,
+                reason=status.describe(),
+                memory_limit=cgroup.limits.memory_text if cgroup is not None else None,
+            )
+        if status.pids_limit_hits and not status.ok:
+            self._events.publish(
+                "component.pids_limit",
+                component=comp.name,
+                version=comp.plan.version,
+                reason=status.describe(),
+                pids_limit=cgroup.limits.pids_max if cgroup is not None else None,
+                refused_forks=status.pids_limit_hits,
+            )
 
     def _begin_run(self, comp: _Component, handle: ProcessHandle) -> None:
         comp.handle = handle
@@ -476,6 +540,7 @@ class Supervisor:
                     self._end_run(comp, status)
                 if comp.intent is not None:
                     return  # stop/restart/install is in charge of what follows
+                self._report_limits(comp, status)
                 cause = comp.kill_cause or status.describe()
                 failed = comp.kill_cause is not None or not status.ok
                 decision = comp.tracker.exited(now, failed=failed, cause=cause)
@@ -516,7 +581,11 @@ class Supervisor:
 
         async def run_command(command: str, timeout: float) -> ScriptResult:
             spec = self._script_spec(comp, command, timeout, "probe", log_output=False)
-            return await self._runner.run_script(spec)
+            try:
+                return await self._runner.run_script(spec)
+            except ComponentError as exc:  # e.g. the launcher failed: a failed probe
+                status = ExitStatus(exc.exit_code, exc.signal, detail="could not run")
+                return ScriptResult(status=status, output=str(exc), timeout=timeout)
 
         while True:
             result = await probe(check, float(health.timeout), run_command=run_command)
@@ -580,6 +649,7 @@ class Supervisor:
                 handle.kill()
                 raise
             comp.last_exit = status
+            self._report_limits(comp, status)
             notes.append(status.describe())
         for task in (comp.watch, comp.task):
             if task is not None and task is not asyncio.current_task():
@@ -691,7 +761,11 @@ class Supervisor:
             raise ComponentError(
                 f"{plan.name}: lifecycle.run has neither exec nor script", component=plan.name
             )
-        user, group = split_run_as(plan.recipe.security.run_as)
+        if plan.isolation_error is not None:
+            raise ComponentError(plan.isolation_error, component=plan.name)
+        user, group = (None, None)
+        if plan.isolation is None:
+            user, group = split_run_as(plan.recipe.security.run_as)
         return LaunchSpec(
             name=plan.name,
             argv=argv,
@@ -700,6 +774,7 @@ class Supervisor:
             user=user,
             group=group,
             log=comp.log,
+            isolation=plan.isolation,
         )
 
     def _script_spec(
@@ -714,7 +789,16 @@ class Supervisor:
         log_output: bool = True,
     ) -> ScriptSpec:
         plan = plan or comp.plan
-        user, group = (None, None) if privileged else split_run_as(plan.recipe.security.run_as)
+        if plan.isolation_error is not None:
+            raise ComponentError(plan.isolation_error, component=plan.name)
+        policy = plan.privileged_isolation if privileged else plan.isolation
+        user, group = (None, None)
+        if policy is not None:
+            from keystone_edge.isolation import script_policy
+
+            policy = script_policy(policy, label)
+        elif plan.isolation is None and not privileged:
+            user, group = split_run_as(plan.recipe.security.run_as)
         return ScriptSpec(
             name=plan.name,
             script=script,
@@ -725,15 +809,23 @@ class Supervisor:
             group=group,
             log=comp.log if log_output else None,
             label=label,
+            isolation=policy,
         )
 
     def _prepare_work_dir(self, plan: RunPlan) -> None:
         plan.work_dir.mkdir(parents=True, exist_ok=True)
-        user, group = split_run_as(plan.recipe.security.run_as)
-        if user and os.geteuid() == 0:
-            identity = resolve_run_as(user, group)
+        if os.geteuid() != 0:
+            return
+        # The component owns its work dir (and nothing else the agent made). With an
+        # isolation policy the launcher asserts this again at every start.
+        if plan.isolation is not None:
+            who = plan.isolation.identity
+            if who is not None:
+                os.chown(plan.work_dir, who.uid, who.gid)
+        elif plan.isolation_error is None:
+            user, group = split_run_as(plan.recipe.security.run_as)
+            identity = resolve_run_as(user, group) if user else None
             if identity is not None:
-                # The component owns its work dir (and nothing else the agent made).
                 os.chown(plan.work_dir, identity.uid, identity.gid)
 
     # -- small helpers --------------------------------------------------------------------
@@ -743,6 +835,7 @@ class Supervisor:
             self._log_dir / f"{plan.name}.log",
             max_bytes=self._log_max_bytes,
             backups=self._log_backups,
+            observer=self._log_observer,
         )
         comp = _Component(plan, log_file, self._clock.monotonic())
         self._components[plan.name] = comp
