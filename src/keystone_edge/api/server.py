@@ -44,7 +44,6 @@ from typing import Any, Final, Generic, TypeVar, cast
 from urllib.parse import quote
 
 import msgspec
-import uvicorn
 from starlette.applications import Starlette
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
@@ -52,6 +51,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from keystone_edge.api import _uvicorn as uvicorn
 from keystone_edge.api._errors import ApiRequestError, ErrorBody, ErrorInfo, error_body, status_for
 from keystone_edge.api._socket import bind_unix_socket
 from keystone_edge.api._sse import KEEPALIVE, encode_event
