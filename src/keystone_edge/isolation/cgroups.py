@@ -18,7 +18,10 @@ Rules this module enforces:
   stay >= ``memory.limit_in_bytes``; the CFS period before the quota).
 - After the workload exits, :func:`oom_kills` tells whether the OOM killer struck and
   :func:`remove` kills stragglers (``cgroup.kill`` on v2/hybrid, freeze-kill-thaw with
-  the v1 freezer, else kill until empty) and removes the directories.
+  the v1 freezer, else kill until empty) and removes the directories (and the parents
+  its removal left empty). :func:`reclaim` does the same at agent start for whatever a
+  previous agent left, and :func:`prime_migration` takes the cost of a cgroup migration
+  out of the launcher's path.
 """
 
 from __future__ import annotations
@@ -443,7 +446,7 @@ class CgroupManager:
         removed: list[str] = []
         for name, paths in sorted(self.component_dirs().items()):
             stale = CgroupPlan(
-                relpath=f"{self.parent}/{name}",
+                relpath=f"{self.parent.strip('/')}/{name}",
                 dirs=tuple(CgroupDir(version=2 if _is_v2(p) else 1, path=p) for p in paths),
             )
             remove(stale, timeout=timeout)
