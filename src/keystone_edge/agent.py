@@ -377,7 +377,12 @@ class Agent:
         )
 
     async def _plan(self, recipe: Recipe, config: Mapping[str, Any]) -> RunPlan:
-        from keystone_edge.isolation import IsolationPolicy, policy_for, probe_host
+        from keystone_edge.isolation import (
+            IsolationPolicy,
+            asks_for_isolation,
+            policy_for,
+            probe_host,
+        )
         from keystone_edge.recipe import RenderContext, render
         from keystone_edge.supervise import RunPlan
 
@@ -443,8 +448,12 @@ class Agent:
         isolation: IsolationPolicy | None = None
         privileged: IsolationPolicy | None = None
         refused: str | None = None
+        plain = not settings.isolate_all and not asks_for_isolation(
+            rendered, settings.namespaces_for(recipe.name)
+        )
         try:
-            isolation, privileged = await asyncio.to_thread(isolate)
+            if not plain:  # a recipe that asks for nothing runs without the launcher
+                isolation, privileged = await asyncio.to_thread(isolate)
         except KeyStoneError as exc:
             # Strict-mode gaps, a missing run_as user, a bad seccomp profile: the component
             # is refused at its first spawn, with this reason (never run less isolated).

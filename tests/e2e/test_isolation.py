@@ -326,7 +326,8 @@ def test_default_seccomp_profile_denies_keyctl_with_eperm(
     argv = program(base, "keyctl.py", REPORT + KEYCTL.format(number=SYSCALLS[HOST.arch]["keyctl"]))
     agent = agent_at()
     recipes = [
-        recipe("com.test.confined", argv=argv),  # seccomp_profile = "default" by default
+        # Any isolation request brings the least-privilege defaults; here, explicitly.
+        recipe("com.test.confined", argv=argv, security={"seccomp_profile": "default"}),
         recipe("com.test.unconfined", argv=argv, security={"seccomp_profile": "unconfined"}),
     ]
     doc = deployment("com.test.confined", "com.test.unconfined")
@@ -574,7 +575,8 @@ def test_stop_kills_escaped_children_and_removes_the_cgroup(
     agent_at: Callable[..., Agent],
 ) -> None:
     agent = agent_at()
-    r = recipe("com.test.escape", script=ESCAPE)
+    # Tracking by cgroup comes with isolation (a plain exec is a process group only).
+    r = recipe("com.test.escape", script=ESCAPE, security={"no_new_privileges": True})
     assert agent.deploy_and_wait(deployment("com.test.escape"), [r]).status == "succeeded"
     record = agent.wait_state("com.test.escape", "RUNNING")
     assert record.pid is not None
@@ -592,7 +594,7 @@ def test_stop_kills_escaped_children_and_removes_the_cgroup(
 
 def test_agent_start_sweeps_cgroups_a_crashed_agent_left(agent_at: Callable[..., Agent]) -> None:
     agent = agent_at()
-    r = recipe("com.test.orphan", script=ESCAPE)
+    r = recipe("com.test.orphan", script=ESCAPE, security={"no_new_privileges": True})
     assert agent.deploy_and_wait(deployment("com.test.orphan"), [r]).status == "succeeded"
     record = agent.wait_state("com.test.orphan", "RUNNING")
     assert record.pid is not None
@@ -633,3 +635,25 @@ def test_a_component_that_asks_for_nothing_runs_without_the_launcher(
     assert caps["NoNewPrivs"] == 0
     assert not _cgroup_dirs(record.pid)
     assert platform.system() == "Linux"
+
+
+def test_a_recipe_that_sets_nothing_is_plain_unless_isolate_all(
+    agent_at: Callable[..., Agent],
+) -> None:
+    # By default a recipe that asks for no control runs as a plain exec (fast restarts);
+    # `[isolation] isolate_all = true` gives every component the least-privilege defaults.
+    bare = recipe("com.test.bare", script="exec sleep 3600")
+    default = agent_at(name="plain")
+    assert default.deploy_and_wait(deployment("com.test.bare"), [bare]).status == "succeeded"
+    pid = default.wait_state("com.test.bare", "RUNNING").pid
+    caps = _caps(Path(f"/proc/{pid}/status").read_text())
+    assert (caps["Seccomp"], caps["NoNewPrivs"]) == (0, 0)
+    assert not _cgroup_dirs(pid)  # type: ignore[arg-type]
+    default.stop()
+
+    strict = agent_at(config="[isolation]\nisolate_all = true\n", name="isolated")
+    assert strict.deploy_and_wait(deployment("com.test.bare"), [bare]).status == "succeeded"
+    pid = strict.wait_state("com.test.bare", "RUNNING").pid
+    caps = _caps(Path(f"/proc/{pid}/status").read_text())
+    assert (caps["Seccomp"], caps["NoNewPrivs"]) == (2, 1)
+    assert _cgroup_dirs(pid)  # type: ignore[arg-type]

@@ -26,6 +26,7 @@ from keystone_edge.isolation.policy import (
     IsolationWarning,
     Mode,
     Namespaces,
+    asks_for_isolation,
     policy_for,
 )
 from keystone_edge.isolation.seccomp import SeccompProfile
@@ -72,6 +73,7 @@ __all__ = [
     "launch_plan",
     "needs_launcher",
     "parse_status",
+    "asks_for_isolation",
     "policy_for",
     "probe_host",
     "read_status",

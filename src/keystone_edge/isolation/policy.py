@@ -286,7 +286,7 @@ def _capabilities(recipe: Recipe, host: HostFacts, gaps: _Gaps) -> tuple[tuple[s
                 f"the agent does not hold {', '.join(missing)} and cannot grant it",
             )
             kept = [c for c in kept if c not in missing]
-    if not setpcap and not recipe.security.no_new_privileges:
+    if not setpcap and recipe.security.no_new_privileges is False:
         gaps.add(
             "security.capabilities",
             "the agent lacks CAP_SETPCAP, so the bounding set is not reduced "
@@ -298,7 +298,7 @@ def _capabilities(recipe: Recipe, host: HostFacts, gaps: _Gaps) -> tuple[tuple[s
 def _seccomp(
     recipe: Recipe, host: HostFacts, kept: Sequence[str], gaps: _Gaps
 ) -> SeccompProfile | None:
-    spec = recipe.security.seccomp_profile
+    spec = recipe.security.seccomp_profile or "default"
     if spec == "unconfined":
         return None
     if host.arch is None:
@@ -489,6 +489,29 @@ def _namespaces(
     )
 
 
+def asks_for_isolation(recipe: Recipe, namespaces: Iterable[NamespaceName] = ()) -> bool:
+    """Whether a recipe asks for any control at all.
+
+    A recipe that sets nothing in ``security``, ``resources`` or ``permissions`` (and gets
+    no namespaces from the agent config) asks for nothing; unless ``[isolation]
+    isolate_all`` is set, the agent then runs it without the launcher: a plain exec,
+    ~20 ms faster per start than going through the launcher's interpreter (and tracked
+    by its process group only, not by a cgroup).
+    """
+    sec, res, perm = recipe.security, recipe.resources, recipe.permissions
+    return bool(
+        sec.run_as is not None
+        or sec.capabilities
+        or sec.seccomp_profile is not None
+        or sec.apparmor_profile is not None
+        or sec.no_new_privileges is not None
+        or any(getattr(res, field) is not None for field in res.__struct_fields__)
+        or perm.files
+        or perm.devices
+        or tuple(namespaces)
+    )
+
+
 def policy_for(
     recipe: Recipe,
     *,
@@ -503,6 +526,9 @@ def policy_for(
     host: HostFacts | None = None,
 ) -> IsolationPolicy:
     """Resolve what the launcher must enforce for one run of ``recipe`` on this host.
+
+    Unset ``security.seccomp_profile`` means ``default`` and unset ``no_new_privileges``
+    means on: whoever gets a policy gets least privilege by default.
 
     ``privileged`` is for install scripts with ``require_privilege``: they keep the
     agent's identity and capabilities and get no seccomp, AppArmor or namespaces, but
@@ -551,7 +577,7 @@ def policy_for(
         identity=identity,
         capabilities=kept,
         drop_bounding=drop_bounding,
-        no_new_privileges=sec.no_new_privileges,
+        no_new_privileges=sec.no_new_privileges is not False,
         seccomp=seccomp,
         apparmor_profile=apparmor,
         rlimits=rlimits,

@@ -254,8 +254,10 @@ def _security(recipe: Recipe) -> Iterator[Problem]:
         if message:
             yield Problem(("security", "capabilities", index), message)
     profile = security.seccomp_profile
-    if profile not in ("default", "unconfined") and not (
-        profile.startswith("path:/") and len(profile) > len("path:/")
+    if (
+        profile is not None
+        and profile not in ("default", "unconfined")
+        and not (profile.startswith("path:/") and len(profile) > len("path:/"))
     ):
         yield Problem(
             ("security", "seccomp_profile"),

@@ -59,7 +59,10 @@ _DESCRIPTIONS: dict[tuple[str, str], str] = {
     ("Health", "check"): "http://host:port/path, https://..., tcp://host:port or cmd:<command>.",
     ("Security", "run_as"): '"user" or "user:group"; default: the agent\'s component user.',
     ("Security", "capabilities"): "Linux capabilities, such as CAP_NET_BIND_SERVICE.",
-    ("Security", "seccomp_profile"): "default, unconfined or path:/absolute/profile.json.",
+    ("Security", "seccomp_profile"): (
+        "default, unconfined or path:/absolute/profile.json; unset: default when the "
+        "component is isolated at all (see docs/isolation.md)."
+    ),
     ("Resources", "cpu_quota"): "Percent of one CPU.",
     ("Resources", "memory_limit"): "Memory limit, such as 128Mi.",
     ("Dependency", "version"): "npm-style range: >=1.0.0 <2.0.0, ^1.2, ~1.2.3, 1.x, *.",

@@ -180,9 +180,12 @@ class Lifecycle(_Section):
 class Security(_Section):
     run_as: str | None = None  # "user" or "user:group"
     capabilities: list[str] = msgspec.field(default_factory=list)
-    seccomp_profile: str = "default"  # default | unconfined | path:/abs/profile.json
+    # default | unconfined | path:/abs/profile.json; unset: "default" whenever the
+    # component runs isolated at all (see [isolation] isolate_all, docs/isolation.md)
+    seccomp_profile: str | None = None
     apparmor_profile: str | None = None
-    no_new_privileges: bool = True
+    # Unset: on whenever the launcher applies any other control.
+    no_new_privileges: bool | None = None
 
 
 class Resources(_Section):
