@@ -376,6 +376,18 @@ class Agent:
             source=f"{recipe.name}@{recipe.version}",
         )
 
+    def _with_backoff_defaults(self, recipe: Recipe) -> Recipe:
+        """The recipe with the agent's ``[backoff]`` for the keys it does not set itself."""
+        defaults = self.config.backoff
+        if not defaults or recipe.lifecycle.run is None:
+            return recipe
+        from keystone_edge.recipe import recipe_from_builtins, recipe_to_builtins
+
+        data = recipe_to_builtins(recipe)  # omits defaults: what is left was set
+        run = data.setdefault("lifecycle", {}).setdefault("run", {})
+        run["backoff"] = {**defaults, **run.get("backoff", {})}
+        return recipe_from_builtins(data, source=f"{recipe.name}@{recipe.version}")
+
     async def _plan(self, recipe: Recipe, config: Mapping[str, Any]) -> RunPlan:
         from keystone_edge.isolation import (
             IsolationPolicy,
@@ -386,6 +398,7 @@ class Agent:
         from keystone_edge.recipe import RenderContext, render
         from keystone_edge.supervise import RunPlan
 
+        recipe = self._with_backoff_defaults(recipe)
         artifacts = self.layout.component_artifacts(recipe.name, recipe.version)
         work = self.layout.component_work(recipe.name)
         work.mkdir(parents=True, exist_ok=True)

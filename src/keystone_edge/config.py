@@ -110,6 +110,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from keystone_edge.recipe.model import Backoff
 from keystone_edge.units import Duration, Size
 
 __all__ = [
@@ -327,4 +328,13 @@ def load_agent_config(path: Path) -> AgentConfig:
     if not path.exists():
         return AgentConfig()
     source = read_document(path, AgentConfigError)
-    return decode(source.data, AgentConfig, source, AgentConfigError)
+    config = decode(source.data, AgentConfig, source, AgentConfigError)
+    if config.backoff:
+        # [backoff] is kept as given (only the keys set override recipes' defaults), but
+        # checked by the recipe model's own rules: keys, types, durations.
+        decode({"backoff": config.backoff}, _BackoffTable, source, AgentConfigError)
+    return config
+
+
+class _BackoffTable(msgspec.Struct, forbid_unknown_fields=True):
+    backoff: Backoff

@@ -6,6 +6,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -427,3 +429,29 @@ def test_a_deployment_past_its_deadline_rolls_back(agent: Agent, tmp_path: Path)
     assert record.status == "rolled_back"
     assert record.error == "deadline of 1500ms exceeded"
     assert agent.wait_state("com.test.late", "RUNNING").version == "1.0.0"
+
+
+def test_agent_backoff_defaults_apply_to_recipes_that_set_none(
+    agent_factory: Callable[..., Agent], tmp_path: Path
+) -> None:
+    agent = agent_factory(config='[backoff]\ninitial = "10ms"\nmax_retries = 1\n').start()
+    crasher = write_program(tmp_path / "crash.py", "import sys\nsys.exit(5)\n")
+    r = recipe("com.test.budget", argv=python_argv(crasher), run={"restart_policy": "always"})
+    agent.deploy(deployment("com.test.budget", failure_policy="do_nothing"), [r])
+    record = agent.wait_state("com.test.budget", "FAILED")
+    assert record.restarts == 1  # the agent's budget, not the recipe model's 10
+
+
+def test_a_bad_backoff_table_in_agent_config_is_refused(
+    agent_factory: Callable[..., Agent],
+) -> None:
+    agent = agent_factory(config='[backoff]\nintial = "1s"\n')
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "keystone-agent"), "--root", str(agent.root)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "agent.toml:2: backoff: unknown key `intial` (did you mean `initial`?)" in result.stderr
