@@ -453,9 +453,7 @@ class DeploymentEngine:
         """Restore every touched component to its snapshot. Best effort per component:
         one that cannot be restored is reported, the others are still restored."""
         snapshot = self._store.deployment_snapshot(deployment_id)
-        plan_layers: list[list[str]] = []
-        with contextlib.suppress(NotFound):
-            plan_layers = self._plan_layers(deployment_id)
+        plan_layers: list[list[str]] = self._store.deployment_plan(deployment_id).get("layers", [])
         order = [n for layer in plan_layers for n in layer if n in snapshot]
         order += sorted(n for n in snapshot if n not in order)
         # A component the deployment never got to change (e.g. its new version failed to
@@ -485,9 +483,9 @@ class DeploymentEngine:
             )
 
     def _untouched(self, name: str, before: Mapping[str, Any]) -> bool:
-        if before["version"] is None or not self._has_component(name):
+        now = self._store.find_component(name)
+        if before["version"] is None or now is None:
             return False
-        now = self._store.component(name)
         return (
             now.version == before["version"]
             and now.config == before["config"]
@@ -502,7 +500,7 @@ class DeploymentEngine:
     async def _restore(self, name: str, before: Mapping[str, Any]) -> None:
         recipe = self._load_recipe(name, before["version"])
         config = dict(before["config"])
-        record = self._store.component(name) if self._has_component(name) else None
+        record = self._store.find_component(name)
         if record is None or record.version != before["version"]:
             await self._runtime.fetch(recipe, [])
             await self._runtime.install(recipe, config)
@@ -593,11 +591,12 @@ class DeploymentEngine:
 
     def _prepare(self, name: str, recipe: Recipe, doc: DeploymentDocument) -> _Prepared:
         request = doc.components.get(name)
+        record = self._store.find_component(name)
         if request is not None:
             overrides = dict(request.config)
-        elif self._has_component(name):
+        elif record is not None:
             # A dependency pulled in by the plan keeps the overrides it was deployed with.
-            overrides = self._store.component(name).overrides
+            overrides = record.overrides
         else:
             overrides = {}
         config = self._effective_config(recipe, overrides)
@@ -613,8 +612,8 @@ class DeploymentEngine:
     def _snapshot(self, names: list[str]) -> dict[str, Any]:
         snapshot: dict[str, Any] = {}
         for name in names:
-            if self._has_component(name):
-                r = self._store.component(name)
+            r = self._store.find_component(name)
+            if r is not None:
                 snapshot[name] = {
                     "version": r.version,
                     "desired_version": r.desired_version,
@@ -626,20 +625,6 @@ class DeploymentEngine:
             else:
                 snapshot[name] = {"version": None}
         return snapshot
-
-    def _plan_layers(self, deployment_id: str) -> list[list[str]]:
-        rows = self._store._query("SELECT plan FROM deployments WHERE id = ?", (deployment_id,))
-        if not rows:
-            raise NotFound(deployment_id)
-        layers: list[list[str]] = msgspec.json.decode(rows[0][0]).get("layers", [])
-        return layers
-
-    def _has_component(self, name: str) -> bool:
-        try:
-            self._store.component(name)
-        except NotFound:
-            return False
-        return True
 
     def _installed(self) -> dict[str, str]:
         return {

@@ -216,14 +216,19 @@ class StateStore:
         with self.transaction() as db:
             db.execute("DELETE FROM components WHERE name = ?", (name,))
 
-    def component(self, name: str) -> ComponentRecord:
+    def find_component(self, name: str) -> ComponentRecord | None:
+        """The component's record, or None when there is none."""
         rows = self._query(
             f"SELECT {_COMPONENT_COLUMNS} FROM components WHERE name = ?",  # noqa: S608
             (name,),
         )
-        if not rows:
+        return _component(rows[0]) if rows else None
+
+    def component(self, name: str) -> ComponentRecord:
+        record = self.find_component(name)
+        if record is None:
             raise NotFound(f"no component named {name!r}")
-        return _component(rows[0])
+        return record
 
     def components(self) -> list[ComponentRecord]:
         rows = self._query(
@@ -327,14 +332,19 @@ class StateStore:
         return [_deployment(row) for row in rows]
 
     def deployment_document(self, deployment_id: str) -> dict[str, Any]:
-        rows = self._query("SELECT document FROM deployments WHERE id = ?", (deployment_id,))
-        if not rows:
-            raise NotFound(f"no deployment with id {deployment_id!r}")
-        result: dict[str, Any] = _json_decode(rows[0][0])
-        return result
+        return self._deployment_json(deployment_id, "document")
 
     def deployment_snapshot(self, deployment_id: str) -> dict[str, Any]:
-        rows = self._query("SELECT snapshot FROM deployments WHERE id = ?", (deployment_id,))
+        return self._deployment_json(deployment_id, "snapshot")
+
+    def deployment_plan(self, deployment_id: str) -> dict[str, Any]:
+        return self._deployment_json(deployment_id, "plan")
+
+    def _deployment_json(self, deployment_id: str, column: str) -> dict[str, Any]:
+        rows = self._query(
+            f"SELECT {column} FROM deployments WHERE id = ?",  # noqa: S608 - our column names
+            (deployment_id,),
+        )
         if not rows:
             raise NotFound(f"no deployment with id {deployment_id!r}")
         result: dict[str, Any] = _json_decode(rows[0][0])
